@@ -1,0 +1,1 @@
+"""ROS 2 drivers (the drivers issue)."""
