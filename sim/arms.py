@@ -35,7 +35,7 @@ class ArmModel:
     ee_site: str
     home_qpos: tuple[float, ...]
     gripper_actuator: str | None = None
-    gripper_joint: str | None = None  # one finger's slide joint, metres from closed
+    gripper_joints: tuple[str, ...] = ()  # finger slide joints; the first is measured
     gripper_open: float = 0.04  # finger travel at fully open, metres
     wrist_camera: str | None = None
     mjcf_dir: str | None = None
@@ -110,7 +110,7 @@ def _gripper_xml(prefix_yaw: float) -> str:
 <body name="hand" quat="{yaw}" gravcomp="1">
   <inertial pos="0 0 0.04" mass="0.7" diaginertia="0.002 0.002 0.001"/>
   <geom type="box" size="0.025 0.09 0.025" pos="0 0 0.035" rgba="0.9 0.9 0.9 1" {ARM_COLLISION}/>
-  <camera name="wrist" pos="0.07 0 0.03" xyaxes="0 -1 0 0.55 0 0.84" fovy="75"/>
+  <camera name="wrist" pos="0.07 0 0.03" xyaxes="0 1 0 0.94 0 0.35" fovy="75"/>
   <site name="ee_site" pos="0 0 0.1034" size="0.006" rgba="1 0 0 0.4" group="4"/>
   <body name="finger_left" pos="0 0 0.0584" gravcomp="1">
     <inertial pos="0 0.01 0.025" mass="0.05" diaginertia="1e-5 1e-5 1e-5"/>
@@ -132,7 +132,7 @@ def _pusher_xml() -> str:
     return f"""
 <body name="hand" gravcomp="1">
   <inertial pos="0 0 0.05" mass="0.3" diaginertia="0.001 0.001 0.0005"/>
-  <camera name="wrist" pos="0.06 0 0.02" xyaxes="0 -1 0 0.5 0 0.87" fovy="75"/>
+  <camera name="wrist" pos="0.06 0 0.02" xyaxes="0 1 0 0.94 0 0.35" fovy="75"/>
   <geom type="cylinder" size="0.03 0.01" pos="0 0 0.01" rgba="0.9 0.9 0.9 1" {ARM_COLLISION}/>
   <geom name="pusher" type="cylinder" size="0.015 0.05" pos="0 0 0.07" rgba="0.3 0.3 0.9 1"
         friction="0.3 0.005 0.0001" {ARM_COLLISION}/>
@@ -211,7 +211,7 @@ def builtin_arm(name: str, tool: str = "gripper") -> ArmModel:
         ee_site="ee_site",
         home_qpos=home,
         gripper_actuator="gripper" if tool == "gripper" else None,
-        gripper_joint="finger_left" if tool == "gripper" else None,
+        gripper_joints=("finger_left", "finger_right") if tool == "gripper" else (),
         wrist_camera="wrist",
         mount_yaw=math.pi if name == "ur5e" else 0.0,
     )
@@ -223,13 +223,13 @@ def load_arm(
     ee_site: str | None = None,
     home_qpos: tuple[float, ...] | None = None,
     gripper_actuator: str | None = None,
-    gripper_joint: str | None = None,
+    gripper_joints: tuple[str, ...] = (),
     gripper_open: float | None = None,
 ) -> ArmModel:
     """Load a user's MJCF arm. Unspecified parts are found by convention: hinge joints with a
     position actuator form the arm; the site named `ee_site`, `attachment_site` or the last
-    site is the end effector; an actuator on a slide joint (or named `*gripper*`) is the
-    gripper; the first keyframe (or zeros) is home."""
+    site is the end effector; the first other actuator is the gripper; the keyframe named
+    `home` (else the first, else zeros) is home."""
     import mujoco
 
     path = Path(path)
@@ -280,7 +280,9 @@ def load_arm(
             ee_site = sites[-1]
     if home_qpos is None:
         qadr = [model.jnt_qposadr[model.joint(j).id] for j in joint_names]
-        home_qpos = tuple(float(model.key_qpos[0, a]) if model.nkey else 0.0 for a in qadr)
+        keys = [name(mujoco.mjtObj.mjOBJ_KEY, k) for k in range(model.nkey)]
+        key = keys.index("home") if "home" in keys else 0
+        home_qpos = tuple(float(model.key_qpos[key, a]) if model.nkey else 0.0 for a in qadr)
     if gripper_actuator is not None and gripper_open is None:
         gripper_open = float(model.actuator(gripper_actuator).ctrlrange[1])
     return ArmModel(
@@ -291,7 +293,7 @@ def load_arm(
         ee_site=ee_site,
         home_qpos=tuple(home_qpos),
         gripper_actuator=gripper_actuator,
-        gripper_joint=gripper_joint,
+        gripper_joints=tuple(gripper_joints),
         gripper_open=gripper_open or 0.0,
         mjcf_dir=str(path.parent.resolve()),
     )

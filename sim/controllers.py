@@ -50,6 +50,9 @@ class Controller:
             low, high = (*low, 0.0), (*high, 1.0)
         return ActionSpec(self.mode, tuple(names), tuple(units), tuple(low), tuple(high))
 
+    def reset(self, data: mujoco.MjData) -> None:
+        """Called at every episode start, after the arm is placed."""
+
     def apply(self, action: np.ndarray, data: mujoco.MjData) -> None:
         n = self.spec.dim - (self.arm.gripper_actuator is not None)
         target = self.joint_targets(action[:n], data)
@@ -79,7 +82,15 @@ class JointPosition(Controller):
 
 
 class JointDelta(Controller):
+    """Deltas add to the commanded target (so small steps are not lost to servo lag); the
+    target may lead the measured position by at most `MAX_LEAD` so a blocked arm does not
+    wind up."""
+
     mode = "joint_delta"
+    MAX_LEAD = 0.2  # rad
+
+    def reset(self, data):
+        self._target = data.qpos[self.arm.qpos_adr].copy()
 
     def _action_spec(self):
         n, step = len(self.arm.actuator_ids), MAX_JOINT_SPEED * self.dt
@@ -87,19 +98,29 @@ class JointDelta(Controller):
         return self._gripper(names, ["rad"] * n, [-step] * n, [step] * n)
 
     def joint_targets(self, arm_action, data):
-        return data.qpos[self.arm.qpos_adr] + arm_action
+        q = data.qpos[self.arm.qpos_adr]
+        target = np.clip(self._target + arm_action, q - self.MAX_LEAD, q + self.MAX_LEAD)
+        self._target = np.clip(target, self.arm.lower, self.arm.upper)
+        return self._target
 
 
 class EndEffectorDelta(Controller):
     """Delta pose of the end-effector site in the world frame: translation in metres and an
-    axis-angle rotation in radians, solved by damped least squares with a null-space pull
-    toward the home posture (one Jacobian solve per control tick)."""
+    axis-angle rotation in radians. Deltas add to a commanded target pose that may lead the
+    measured pose by at most `MAX_LEAD_*` (no wind-up when blocked); each tick one damped
+    least-squares step, with a null-space pull toward home, turns the pose error into joint
+    targets."""
 
     mode = "ee_delta"
+    MAX_LEAD_POS = 0.05  # m
+    MAX_LEAD_ROT = 0.3  # rad
 
     def __init__(self, model, arm, control_hz):
         super().__init__(model, arm, control_hz)
         self._jac = np.zeros((6, model.nv))
+        self._damping = IK_DAMPING**2 * np.eye(6)
+        self._dofs = _as_slice(arm.dof_adr)
+        self._qpos = _as_slice(arm.qpos_adr)
 
     def _action_spec(self):
         lin, ang = MAX_EE_SPEED * self.dt, MAX_EE_ANGULAR_SPEED * self.dt
@@ -107,17 +128,44 @@ class EndEffectorDelta(Controller):
         units = ["m"] * 3 + ["rad"] * 3
         return self._gripper(names, units, [-lin] * 3 + [-ang] * 3, [lin] * 3 + [ang] * 3)
 
+    def reset(self, data):
+        self._target_pos = data.site_xpos[self.arm.ee_site].copy()
+        self._target_rot = data.site_xmat[self.arm.ee_site].reshape(3, 3).copy()
+
     def joint_targets(self, arm_action, data):
+        pos = data.site_xpos[self.arm.ee_site]
+        rot = data.site_xmat[self.arm.ee_site].reshape(3, 3)
+        lead = self._target_pos + arm_action[:3] - pos
+        if np.abs(lead).max() > self.MAX_LEAD_POS:
+            lead = np.clip(lead, -self.MAX_LEAD_POS, self.MAX_LEAD_POS)
+        self._target_pos = pos + lead
+        if arm_action[3:].any():
+            self._target_rot = rotation_from_vector(arm_action[3:]) @ self._target_rot
+        rot_error = axis_angle_between(rot, self._target_rot)
+        angle = np.linalg.norm(rot_error)
+        if angle > self.MAX_LEAD_ROT:
+            rot_error *= self.MAX_LEAD_ROT / angle
+            self._target_rot = rotation_from_vector(rot_error) @ rot
+        return self.solve(np.concatenate([lead, rot_error]), data)
+
+    def solve(self, pose_error: np.ndarray, data) -> np.ndarray:
+        """Joint targets that move the end effector by `pose_error` (world frame)."""
         arm = self.arm
         mujoco.mj_jacSite(self.model, data, self._jac[:3], self._jac[3:], arm.ee_site)
-        jac = self._jac[:, arm.dof_adr]
-        q = data.qpos[arm.qpos_adr]
-        jjt = jac @ jac.T + IK_DAMPING**2 * np.eye(6)
-        dq = jac.T @ np.linalg.solve(jjt, arm_action)
-        # Pull toward home in the Jacobian's null space so redundant arms do not drift.
-        jac_pinv = jac.T @ np.linalg.inv(jjt)
-        dq += (np.eye(len(q)) - jac_pinv @ jac) @ (NULLSPACE_GAIN * self.dt * (arm.home - q))
-        return q + dq
+        jac = self._jac[:, self._dofs]
+        q = data.qpos[self._qpos]
+        # dq = v + J+ (x - J v), with J+ the damped pseudo-inverse and v a pull toward home:
+        # the same as J+ x + (I - J+ J) v (null-space posture) in one 6x6 solve.
+        v = NULLSPACE_GAIN * self.dt * (arm.home - q)
+        jjt = jac @ jac.T + self._damping
+        return q + v + jac.T @ np.linalg.solve(jjt, pose_error - jac @ v)
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A slice when the indices are contiguous: numpy slices far faster than it gathers."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
 
 
 CONTROLLERS = {c.mode: c for c in (JointPosition, JointDelta, EndEffectorDelta)}
@@ -127,6 +175,17 @@ def make_controller(mode: str, model, arm: ArmHandles, control_hz: float) -> Con
     if mode not in CONTROLLERS:
         raise UnknownNameError(f"unknown action mode '{mode}': choose {', '.join(CONTROLLERS)}")
     return CONTROLLERS[mode](model, arm, control_hz)
+
+
+def rotation_from_vector(rotvec: np.ndarray) -> np.ndarray:
+    """Rotation matrix of an axis-angle vector (radians)."""
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    quat, mat = np.empty(4), np.empty(9)
+    mujoco.mju_axisAngle2Quat(quat, rotvec / angle, angle)
+    mujoco.mju_quat2Mat(mat, quat)
+    return mat.reshape(3, 3)
 
 
 def axis_angle_between(current: np.ndarray, target: np.ndarray) -> np.ndarray:

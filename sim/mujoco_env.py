@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import mujoco
 import numpy as np
+
+from robotrl.env import CameraSpec, RobotEnv, RobotSpec
+from robotrl.errors import RobotrlError, UnknownNameError
 from robotrl.sim.arms import ArmModel, resolve_arm
 from robotrl.sim.controllers import ArmHandles, make_controller
 from robotrl.sim.randomize import Randomization, Randomizer
 from robotrl.sim.scene import ARM_PREFIX, build_scene
-
-from robotrl.env import CameraSpec, RobotEnv, RobotSpec
-from robotrl.errors import RobotrlError, UnknownNameError
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 REWARD_TYPES = ("dense", "sparse")
@@ -66,6 +66,7 @@ class MujocoEnv(RobotEnv):
         self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self.arm = self._arm_handles()
+        self.task_compiled()
         self.controller = make_controller(
             action_mode or self.default_action_mode, self.model, self.arm, control_hz
         )
@@ -94,6 +95,9 @@ class MujocoEnv(RobotEnv):
     def task_build(self, spec: mujoco.MjSpec) -> None:
         """Add the task's objects to the scene."""
 
+    def task_compiled(self) -> None:
+        """Look up ids and views into the compiled model/data once (the step loop is hot)."""
+
     def task_reset(self, rng: np.random.Generator) -> None:
         """Place objects (write `self.data.qpos`) for a new episode."""
 
@@ -117,14 +121,11 @@ class MujocoEnv(RobotEnv):
         d.ctrl[self.arm.actuator_ids] = self.arm.home
         if self.arm.gripper_actuator is not None:
             d.ctrl[self.arm.gripper_actuator] = self.arm.gripper_range[1]
-            if self.arm_model.gripper_joint:
-                gripper_qpos = self.arm_model.gripper_open
-                for name in ("finger_left", "finger_right"):
-                    if self.model.njnt and _has_joint(m, ARM_PREFIX + name):
-                        d.joint(ARM_PREFIX + name).qpos = gripper_qpos
+            d.qpos[self._finger_qadr] = self.arm_model.gripper_open
         mujoco.mj_forward(m, d)
         self.task_reset(self.np_random)
         mujoco.mj_forward(m, d)
+        self.controller.reset(d)
         self._steps = 0
         return self._observation(), {"is_success": False}
 
@@ -160,12 +161,21 @@ class MujocoEnv(RobotEnv):
         """0 closed, 1 fully open (from the finger joint, or the commanded servo target)."""
         if self.arm.gripper_actuator is None:
             return 0.0
-        if self._gripper_qadr is not None:
-            return float(self.data.qpos[self._gripper_qadr]) / max(
-                self.arm_model.gripper_open, 1e-9
-            )
+        if self._finger_qadr:
+            opening = self.data.qpos[self._finger_qadr[0]]
+            return float(opening) / max(self.arm_model.gripper_open, 1e-9)
         lo, hi = self.arm.gripper_range
         return float((self.data.ctrl[self.arm.gripper_actuator] - lo) / (hi - lo))
+
+    def touching(self, body_a: int, body_b: int) -> bool:
+        """Whether any contact is between a geom of body `body_a` and one of `body_b`."""
+        n = self.data.ncon
+        if n == 0:
+            return False
+        bodies = self.model.geom_bodyid
+        b1 = bodies[self.data.contact.geom1[:n]]
+        b2 = bodies[self.data.contact.geom2[:n]]
+        return bool((((b1 == body_a) & (b2 == body_b)) | ((b1 == body_b) & (b2 == body_a))).any())
 
     def _observation(self) -> dict[str, np.ndarray]:
         d = self.data
@@ -207,9 +217,7 @@ class MujocoEnv(RobotEnv):
         joints = [m.joint(ARM_PREFIX + j) for j in arm.joint_names]
         acts = [m.actuator(ARM_PREFIX + a).id for a in arm.actuator_names]
         gripper = m.actuator(ARM_PREFIX + arm.gripper_actuator).id if arm.gripper_actuator else None
-        self._gripper_qadr = (
-            int(m.joint(ARM_PREFIX + arm.gripper_joint).qposadr[0]) if arm.gripper_joint else None
-        )
+        self._finger_qadr = [int(m.joint(ARM_PREFIX + j).qposadr[0]) for j in arm.gripper_joints]
         return ArmHandles(
             qpos_adr=np.array([j.qposadr[0] for j in joints]),
             dof_adr=np.array([j.dofadr[0] for j in joints]),
@@ -226,7 +234,3 @@ class MujocoEnv(RobotEnv):
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UnknownNameError(f"unknown {what} '{value}': choose {', '.join(choices)}")
-
-
-def _has_joint(model: mujoco.MjModel, name: str) -> bool:
-    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name) >= 0

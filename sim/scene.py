@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import mujoco
+
 from robotrl.sim.arms import ArmModel
 
 ARM_PREFIX = "robot/"
@@ -25,7 +26,7 @@ SCENE_XML = f"""<mujoco model="robotrl_scene">
   <light name="top" pos="0 0 1.5" dir="0 0 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>
   <geom name="table" type="box" pos="-0.1 0 {-TABLE_HALF[2]}" size="{TABLE_HALF[0]} {TABLE_HALF[1]} {TABLE_HALF[2]}"
         material="table" contype="1" conaffinity="1"/>
-  <camera name="front" pos="0.75 0 0.55" xyaxes="0 1 0 -0.55 0 0.83" fovy="50"/>
+  <camera name="front" pos="0.38 0.3 0.42" xyaxes="-0.546 0.838 0.000 -0.509 -0.332 0.794" fovy="55"/>
 </worldbody>
 </mujoco>"""
 

@@ -10,6 +10,7 @@ import importlib
 
 import gymnasium as gym
 
+import robotrl.sim  # noqa: F401  (sets MUJOCO_GL before any task module imports mujoco)
 from robotrl.errors import UnknownNameError
 
 TASKS = {

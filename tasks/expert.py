@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from robotrl.sim.controllers import EndEffectorDelta, axis_angle_between
 from robotrl.sim.mujoco_env import MujocoEnv
 
@@ -60,7 +61,7 @@ class Expert:
     def _joint_action(self, ee_delta: np.ndarray) -> np.ndarray:
         """Express an end-effector delta in joint space (for joint_pos / joint_delta modes)."""
         env = self.env
-        target = self._ik.joint_targets(ee_delta, env.data)
+        target = self._ik.solve(ee_delta, env.data)
         if env.robot.action.mode == "joint_pos":
             return target
         spec = env.robot.action

@@ -6,6 +6,7 @@ import math
 
 import mujoco
 import numpy as np
+
 from robotrl.sim.mujoco_env import MujocoEnv
 from robotrl.tasks.expert import Expert
 
@@ -40,18 +41,25 @@ class LiftEnv(MujocoEnv):
             condim=4,
         )
 
+    def task_compiled(self):
+        self._cube_body = self.model.body("cube").id
+        self._finger_bodies = [
+            self.model.body(f"robot/{f}").id for f in ("finger_left", "finger_right")
+        ]
+        self._cube_qpos = self.data.joint("cube").qpos  # a view: always current
+
     def task_reset(self, rng):
         half = CUBE_RANGE * self.randomization.object_pose_scale
         x, y = rng.uniform(-half, half, 2)
         yaw = rng.uniform(-math.pi, math.pi)
-        self.data.joint("cube").qpos = [x, y, CUBE_HALF, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
+        self._cube_qpos[:] = [x, y, CUBE_HALF, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
 
     def task_environment_state(self):
-        return self.data.joint("cube").qpos
+        return self._cube_qpos
 
     def task_evaluate(self):
-        cube = self.data.joint("cube").qpos[:3]
-        ee = self.ee_pose()[0]
+        cube = self._cube_qpos[:3]
+        ee = self.data.site_xpos[self.arm.ee_site]
         reach = 1.0 - np.tanh(10.0 * np.linalg.norm(cube - ee))
         grasped = self._grasped()
         lift = min(max(cube[2] - CUBE_HALF, 0.0) / LIFT_HEIGHT, 1.0)
@@ -59,15 +67,7 @@ class LiftEnv(MujocoEnv):
         return reach + 0.5 * grasped + 2.0 * lift * grasped, success
 
     def _grasped(self) -> bool:
-        """Both fingers touch the cube."""
-        cube_geoms = {self.model.body("cube").id}
-        touching = set()
-        for c in self.data.contact[: self.data.ncon]:
-            b1, b2 = self.model.geom_bodyid[c.geom1], self.model.geom_bodyid[c.geom2]
-            for mine, other in ((b1, b2), (b2, b1)):
-                if mine in cube_geoms:
-                    touching.add(self.model.body(other).name)
-        return {"robot/finger_left", "robot/finger_right"} <= touching
+        return all(self.touching(self._cube_body, finger) for finger in self._finger_bodies)
 
     def make_expert(self):
         return LiftExpert(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mujoco
 import numpy as np
+
 from robotrl.sim.mujoco_env import MujocoEnv
 from robotrl.tasks.expert import Expert
 

@@ -1,0 +1,44 @@
+"""Generate argparse options from a typed config dataclass, and build the dataclass back."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+
+
+def add_config_args(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One `--field-name` option per dataclass field; its help is the field's `help` metadata."""
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        kind = _scalar_type(hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata.get("help", "")
+        default = field.default
+        if kind is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=default,
+                dest=field.name,
+                choices=field.metadata.get("choices"),
+                help=f"{help_text} (default: {default})",
+            )
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _scalar_type(hint) -> type:
+    """`int`, `str | None` -> the scalar type argparse should parse."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint

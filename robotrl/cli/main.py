@@ -1,0 +1,122 @@
+"""`robotrl` command line. User mistakes end in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from robotrl.cli.config import add_config_args, config_from_args
+from robotrl.errors import RobotrlError
+from robotrl.rollout import RolloutConfig
+
+
+def cmd_tasks(args) -> int:
+    from robotrl.tasks import TASKS, task_class
+
+    rows = []
+    for name in TASKS:
+        cls = task_class(name)
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        rows.append(
+            {
+                "task": name,
+                "id": f"robotrl/{name}-v0",
+                "control_hz": cls.default_control_hz,
+                "max_episode_steps": cls.max_episode_steps,
+                "tool": cls.tool,
+                "description": doc[0] if doc else "",
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(
+                f"{r['id']:<22} {r['control_hz']:>4.0f} Hz  {r['max_episode_steps']:>4} steps  "
+                f"{r['description']}"
+            )
+    return 0
+
+
+def cmd_rollout(args) -> int:
+    from robotrl.rollout import rollout
+    from robotrl.video import write_mp4
+
+    cfg = config_from_args(RolloutConfig, args)
+    summary, frames = rollout(cfg)
+    if cfg.video:
+        from robotrl.tasks import task_class
+
+        write_mp4(cfg.video, frames, fps=task_class(cfg.task).default_control_hz)
+    if cfg.json:
+        print(json.dumps(summary.to_dict()))
+    else:
+        print(
+            f"{summary.task} on {summary.robot}, policy {summary.policy}: "
+            f"success {summary.success_rate:.0%} over {summary.episodes} episodes, "
+            f"mean length {summary.mean_episode_length:.1f} steps, "
+            f"{summary.env_steps_per_s:.0f} env steps/s"
+            + (f", video {cfg.video}" if cfg.video else "")
+        )
+    return 0
+
+
+def cmd_bench_sim(args) -> int:
+    from robotrl.sim.bench import bench_sim, format_table
+
+    rows = bench_sim(
+        robot=args.robot, steps=args.steps, pixel_steps=args.pixel_steps, progress=not args.json
+    )
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from robotrl.demo import run_demo
+
+    run_demo(args.out, episodes=args.episodes)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robotrl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tasks", help="list the tasks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("rollout", help="run a policy on a task and summarise it")
+    add_config_args(p, RolloutConfig)
+    p.set_defaults(func=cmd_rollout)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
+    p = bench.add_parser("sim", help="env steps/s per task vs a raw mj_step loop")
+    p.add_argument("--robot", default="panda")
+    p.add_argument("--steps", type=int, default=3000, help="steps per state-obs run")
+    p.add_argument("--pixel-steps", type=int, default=500, help="steps per pixel-obs run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_sim)
+
+    p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per task and arm")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RobotrlError as e:
+        print(f"robotrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robotrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Run a policy on a task for some episodes; summarise success, length and speed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from robotrl.errors import RobotrlError
+
+
+@dataclass
+class RolloutConfig:
+    task: str = field(default="PushT", metadata={"help": "task name, e.g. Lift or robotrl/Lift-v0"})
+    policy: str = field(
+        default="expert", metadata={"help": "'expert' (the task's scripted expert)"}
+    )
+    episodes: int = field(default=10, metadata={"help": "number of episodes"})
+    robot: str = field(default="panda", metadata={"help": "panda, ur5e, or a path to an MJCF arm"})
+    obs_mode: str = field(default="state", metadata={"help": "state, pixels or state+pixels"})
+    seed: int = field(default=0, metadata={"help": "seed of the first episode; then seed+1, ..."})
+    video: str | None = field(default=None, metadata={"help": "write an MP4 of the episodes here"})
+    video_episodes: int = field(default=3, metadata={"help": "episodes to put in the video"})
+    json: bool = field(default=False, metadata={"help": "print a JSON summary"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+@dataclass
+class RolloutSummary:
+    task: str
+    robot: str
+    policy: str
+    episodes: int
+    success_rate: float
+    mean_episode_length: float
+    env_steps_per_s: float
+    wall_time_s: float
+    successes: list[bool] = field(repr=False)
+    lengths: list[int] = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_policy(name: str, env):
+    """The policy named on the command line, bound to `env`."""
+    if name == "expert":
+        from robotrl.tasks import make_expert
+
+        return make_expert(env)
+    raise RobotrlError(f"unknown policy '{name}': use 'expert'")
+
+
+def rollout(
+    cfg: RolloutConfig, env=None, film: int | None = None
+) -> tuple[RolloutSummary, list[np.ndarray]]:
+    """Run `cfg.episodes` episodes; returns the summary and frames of the first `film`
+    episodes (default: `cfg.video_episodes` when `cfg.video` is set, else none)."""
+    from robotrl.tasks import make, task_name
+
+    if cfg.episodes < 1:
+        raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
+    if film is None:
+        film = cfg.video_episodes if cfg.video else 0
+    own_env = env is None
+    env = env or make(
+        cfg.task, robot=cfg.robot, obs_mode=cfg.obs_mode, render_mode="rgb_array" if film else None
+    )
+    policy = make_policy(cfg.policy, env)
+    successes, lengths, frames = [], [], []
+    step_time, start = 0.0, time.perf_counter()
+    bar = tqdm(
+        range(cfg.episodes),
+        desc=f"{task_name(cfg.task)}/{cfg.robot}",
+        unit="ep",
+        disable=None if cfg.progress else True,
+        leave=False,
+    )
+    try:
+        for episode in bar:
+            obs, info = env.reset(seed=cfg.seed + episode)
+            policy.reset()
+            filming = episode < film
+            length, done = 0, False
+            while not done:
+                action = policy.select_action(obs)
+                t = time.perf_counter()
+                obs, _, terminated, truncated, info = env.step(action)
+                step_time += time.perf_counter() - t
+                length += 1
+                done = terminated or truncated
+                if filming:
+                    frames.append(_label(env.render(), episode, info["is_success"]))
+            successes.append(bool(info["is_success"]))
+            lengths.append(length)
+            bar.set_postfix(success=f"{np.mean(successes):.0%}")
+    finally:
+        if own_env:
+            env.close()
+    summary = RolloutSummary(
+        task=task_name(cfg.task),
+        robot=cfg.robot,
+        policy=cfg.policy,
+        episodes=cfg.episodes,
+        success_rate=float(np.mean(successes)),
+        mean_episode_length=float(np.mean(lengths)),
+        env_steps_per_s=sum(lengths) / step_time,
+        wall_time_s=time.perf_counter() - start,
+        successes=successes,
+        lengths=lengths,
+    )
+    return summary, frames
+
+
+def _label(frame: np.ndarray, episode: int, success: bool) -> np.ndarray:
+    from robotrl.video import caption
+
+    return caption(frame, f"episode {episode}" + ("  success" if success else ""))

@@ -1,0 +1,107 @@
+"""`robotrl bench sim`: env steps/s per task against a raw `mj_step` loop on the same model.
+
+The raw loop replays the exact control signals the env produced, so both run the same
+physics (same contacts) and the ratio is the env's own overhead: controller, observation,
+reward, Python.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import mujoco
+import numpy as np
+
+from robotrl.tasks import TASKS, make
+
+
+@dataclass
+class SimBenchRow:
+    task: str
+    robot: str
+    obs_mode: str
+    control_hz: float
+    substeps: int
+    env_steps_per_s: float
+    raw_steps_per_s: float  # control periods per second of a bare mj_step loop
+    ratio: float
+
+
+def bench_task(task: str, robot: str, obs_mode: str, steps: int, seed: int = 0) -> SimBenchRow:
+    env = make(task, robot=robot, obs_mode=obs_mode, max_episode_steps=steps + 1)
+    rng = np.random.default_rng(seed)
+    space = env.action_space
+    # Smooth random actions keep the arm moving (and touching things) like a policy would.
+    actions = np.clip(
+        np.cumsum(rng.normal(0, 0.2, (steps, space.shape[0])), 0) * space.high,
+        space.low,
+        space.high,
+    ).astype(np.float32)
+    env.reset(seed=seed)
+    start_state = _state(env)
+    ctrls = np.empty((steps, env.model.nu))
+    t = time.perf_counter()
+    for i in range(steps):
+        env.step(actions[i])
+        ctrls[i] = env.data.ctrl
+    env_time = time.perf_counter() - t
+
+    m, d = env.model, mujoco.MjData(env.model)
+    mujoco.mj_setState(m, d, start_state, mujoco.mjtState.mjSTATE_INTEGRATION)
+    n = env.n_substeps
+    t = time.perf_counter()
+    for i in range(steps):
+        d.ctrl[:] = ctrls[i]
+        mujoco.mj_step(m, d, nstep=n)
+    raw_time = time.perf_counter() - t
+    env.close()
+    return SimBenchRow(
+        task,
+        robot,
+        obs_mode,
+        env.robot.control_hz,
+        n,
+        steps / env_time,
+        steps / raw_time,
+        raw_time / env_time,
+    )
+
+
+def _state(env) -> np.ndarray:
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(env.model, spec))
+    mujoco.mj_getState(env.model, env.data, state, spec)
+    return state
+
+
+def bench_sim(
+    robot: str = "panda",
+    steps: int = 2000,
+    pixel_steps: int = 400,
+    tasks: tuple[str, ...] = tuple(TASKS),
+    progress: bool = True,
+) -> list[dict]:
+    from tqdm import tqdm
+
+    jobs = [(t, "state", steps) for t in tasks] + [(t, "state+pixels", pixel_steps) for t in tasks]
+    rows = []
+    for task, obs_mode, n in tqdm(
+        jobs, desc="bench sim", disable=None if progress else True, leave=False
+    ):
+        rows.append(asdict(bench_task(task, robot, obs_mode, n)))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        "| task | robot | obs | control Hz | substeps | env steps/s | raw mj_step loop | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['robot']} | {r['obs_mode']} | {r['control_hz']:.0f} | "
+            f"{r['substeps']} | {r['env_steps_per_s']:.0f} | {r['raw_steps_per_s']:.0f} | "
+            f"{r['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
