@@ -9,6 +9,7 @@ from robotrl.rollout import RolloutConfig, rollout
 from robotrl.video import write_mp4
 
 ROBOTS = ("panda", "ur5e")
+HOLD_LAST_FRAME = 15  # frames: let the viewer see how each episode ended
 
 
 def run_demo(out: str | Path, episodes: int = 20, tasks: tuple[str, ...] | None = None) -> Path:
@@ -21,7 +22,7 @@ def run_demo(out: str | Path, episodes: int = 20, tasks: tuple[str, ...] | None 
         for robot in ROBOTS:
             cfg = RolloutConfig(task=task, robot=robot, episodes=episodes)
             summary, clip = rollout(cfg, film=1 if robot == ROBOTS[0] else 0)
-            frames += clip
+            frames += clip + clip[-1:] * HOLD_LAST_FRAME
             rows.append(summary.to_dict())
             print(
                 f"{task:<10} {robot:<6} success {summary.success_rate:6.1%}  "

@@ -9,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robotrl.errors import RobotrlError
+from robotrl.video import caption
 
 
 @dataclass
@@ -92,7 +93,10 @@ def rollout(
                 length += 1
                 done = terminated or truncated
                 if filming:
-                    frames.append(_label(env.render(), episode, info["is_success"]))
+                    text = f"{task_name(cfg.task)} / {cfg.robot} / episode {episode}"
+                    frames.append(
+                        caption(env.render(), text + ("  success" if info["is_success"] else ""))
+                    )
             successes.append(bool(info["is_success"]))
             lengths.append(length)
             bar.set_postfix(success=f"{np.mean(successes):.0%}")
@@ -112,9 +116,3 @@ def rollout(
         lengths=lengths,
     )
     return summary, frames
-
-
-def _label(frame: np.ndarray, episode: int, success: bool) -> np.ndarray:
-    from robotrl.video import caption
-
-    return caption(frame, f"episode {episode}" + ("  success" if success else ""))

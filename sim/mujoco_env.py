@@ -142,7 +142,7 @@ class MujocoEnv(RobotEnv):
     def render(self):
         if self._view_renderer is None:
             self._view_renderer = mujoco.Renderer(self.model, *self._render_size)
-        self._view_renderer.update_scene(self.data, "front")
+        self._view_renderer.update_scene(self.data, "overview")
         return self._view_renderer.render()
 
     def close(self):

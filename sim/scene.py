@@ -21,11 +21,14 @@ SCENE_XML = f"""<mujoco model="robotrl_scene">
   <texture name="grid" type="2d" builtin="checker" rgb1=".45 .42 .38" rgb2=".5 .47 .43"
            width="64" height="64"/>
   <material name="table" texture="grid" texrepeat="6 6"/>
+  <texture name="sky" type="skybox" builtin="gradient" rgb1="0.55 0.65 0.75" rgb2="0.1 0.1 0.12"
+           width="32" height="32"/>
 </asset>
 <worldbody>
   <light name="top" pos="0 0 1.5" dir="0 0 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>
   <geom name="table" type="box" pos="-0.1 0 {-TABLE_HALF[2]}" size="{TABLE_HALF[0]} {TABLE_HALF[1]} {TABLE_HALF[2]}"
         material="table" contype="1" conaffinity="1"/>
+  <camera name="overview" pos="0.75 0.6 0.7" xyaxes="-0.534 0.845 0.000 -0.388 -0.245 0.889" fovy="50"/>
   <camera name="front" pos="0.38 0.3 0.42" xyaxes="-0.546 0.838 0.000 -0.509 -0.332 0.794" fovy="55"/>
 </worldbody>
 </mujoco>"""
