@@ -36,8 +36,13 @@ class Randomizer:
         self.model, self.config = model, config
         self.object_bodies = np.array(object_bodies, dtype=int)
         self.object_geoms = np.flatnonzero(np.isin(model.geom_bodyid, self.object_bodies))
+        # Objects on planar joints (PushT) carry their table friction in joint damping and
+        # frictionloss, so friction randomization scales those too.
+        self.object_dofs = np.flatnonzero(np.isin(model.dof_bodyid, self.object_bodies))
         self.nominal = {
             "geom_friction": model.geom_friction.copy(),
+            "dof_damping": model.dof_damping.copy(),
+            "dof_frictionloss": model.dof_frictionloss.copy(),
             "body_mass": model.body_mass.copy(),
             "body_inertia": model.body_inertia.copy(),
             "geom_rgba": model.geom_rgba.copy(),
@@ -50,6 +55,9 @@ class Randomizer:
     def apply(self, rng: np.random.Generator) -> None:
         m, c, nom = self.model, self.config, self.nominal
         m.geom_friction[:] = nom["geom_friction"] * rng.uniform(*c.friction_scale, (m.ngeom, 1))
+        dof_scale = rng.uniform(*c.friction_scale, len(self.object_dofs))
+        m.dof_damping[self.object_dofs] = nom["dof_damping"][self.object_dofs] * dof_scale
+        m.dof_frictionloss[self.object_dofs] = nom["dof_frictionloss"][self.object_dofs] * dof_scale
         scale = np.ones(m.nbody)
         scale[self.object_bodies] = rng.uniform(*c.mass_scale, len(self.object_bodies))
         m.body_mass[:] = nom["body_mass"] * scale

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import mujoco
+import numpy as np
 
 from robotrl.sim.arms import ArmModel
 
@@ -28,10 +29,26 @@ SCENE_XML = f"""<mujoco model="robotrl_scene">
   <light name="top" pos="0 0 1.5" dir="0 0 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>
   <geom name="table" type="box" pos="-0.1 0 {-TABLE_HALF[2]}" size="{TABLE_HALF[0]} {TABLE_HALF[1]} {TABLE_HALF[2]}"
         material="table" contype="1" conaffinity="1"/>
-  <camera name="overview" pos="0.75 0.6 0.7" xyaxes="-0.534 0.845 0.000 -0.388 -0.245 0.889" fovy="50"/>
-  <camera name="front" pos="0.38 0.3 0.42" xyaxes="-0.546 0.838 0.000 -0.509 -0.332 0.794" fovy="55"/>
 </worldbody>
 </mujoco>"""
+
+
+# (position, point looked at, vertical field of view in degrees)
+FRONT_CAMERA = ((0.38, 0.3, 0.42), (-0.08, 0.0, 0.0), 55.0)  # a policy input
+OVERVIEW_CAMERA = ((0.75, 0.6, 0.7), (-0.2, 0.0, 0.12), 50.0)  # for videos: the whole arm
+
+
+def aim_camera(camera, pos, target, fovy: float) -> None:
+    """Place an `MjsCamera` at `pos` looking at `target`, with the image's up toward +z."""
+    forward = np.subtract(target, pos, dtype=float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    quat = np.empty(4)
+    # A camera looks along its -z axis, with x to the right and y up in the image.
+    mujoco.mju_mat2Quat(quat, np.column_stack([right, up, -forward]).ravel())
+    camera.pos, camera.quat, camera.fovy = list(pos), quat, fovy
 
 
 def build_scene(arm: ArmModel, sim_dt: float) -> mujoco.MjSpec:
@@ -39,6 +56,8 @@ def build_scene(arm: ArmModel, sim_dt: float) -> mujoco.MjSpec:
     `ARM_PREFIX`. Tasks add their objects to the returned spec before compiling."""
     spec = mujoco.MjSpec.from_string(SCENE_XML)
     spec.option.timestep = sim_dt
+    for name, (pos, target, fovy) in (("overview", OVERVIEW_CAMERA), ("front", FRONT_CAMERA)):
+        aim_camera(spec.worldbody.add_camera(name=name), pos, target, fovy)
     arm_spec = mujoco.MjSpec.from_string(arm.mjcf)
     if arm.mjcf_dir:
         arm_spec.meshdir = _join(arm.mjcf_dir, arm_spec.meshdir)

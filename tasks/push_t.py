@@ -16,7 +16,7 @@ import numpy as np
 from mujoco import rollout
 
 from robotrl.sim.mujoco_env import MujocoEnv
-from robotrl.sim.scene import ARM_PREFIX
+from robotrl.sim.scene import ARM_PREFIX, aim_camera
 from robotrl.tasks.expert import Expert
 
 # ---- the T (m). Bar across the top, stem below it along -y, in the T's own frame whose
@@ -159,6 +159,9 @@ class PushTEnv(MujocoEnv):
     object_body_names = ("block",)
 
     def task_build(self, spec):
+        # The T is small: look down on the pushing region from above the far side, where
+        # the arm (coming from -x) hides the least of it.
+        aim_camera(spec.camera("front"), (0.3, 0.0, 0.55), (-0.02, 0.0, 0.0), 50.0)
         gx, gy, gyaw = GOAL_POSE
         # Target drawn just above the table, under the block; it collides with nothing.
         add_t_block(spec.worldbody, "goal", [0.2, 0.8, 0.3, 0.5], [gx, gy, 0.001], gyaw, False)

@@ -36,3 +36,14 @@ def test_object_pose_scale_widens_resets():
         return np.ptp([env.reset(seed=s)[0]["environment_state"][:2] for s in range(30)], axis=0)
 
     assert np.all(spread(2.0) > 1.5 * spread(0.5))
+
+
+def test_friction_randomization_reaches_planar_object_joints():
+    env = make("PushT", randomization=Randomization(friction_scale=(0.5, 1.5)))
+    env.reset(seed=0)
+    loss0 = env.model.dof_frictionloss.copy()
+    env.reset(seed=1)
+    block_dofs = env.model.dof_bodyid == env.model.body("block").id
+    assert block_dofs.any()
+    assert not np.allclose(env.model.dof_frictionloss[block_dofs], loss0[block_dofs])
+    np.testing.assert_array_equal(env.model.dof_frictionloss[~block_dofs], loss0[~block_dofs])
