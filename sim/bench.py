@@ -28,7 +28,12 @@ class SimBenchRow:
     ratio: float
 
 
-def bench_task(task: str, robot: str, obs_mode: str, steps: int, seed: int = 0) -> SimBenchRow:
+def bench_task(
+    task: str, robot: str, obs_mode: str, steps: int, seed: int = 0, rounds: int = 5
+) -> SimBenchRow:
+    """Alternate `rounds` segments: the env steps from a state, then a bare loop replays the
+    same segment from the same state. Interleaving keeps clock-speed drift and background
+    load from landing on one side; the figures are medians over the rounds."""
     env = make(task, robot=robot, obs_mode=obs_mode, max_episode_steps=steps + 1)
     rng = np.random.default_rng(seed)
     space = env.action_space
@@ -39,32 +44,33 @@ def bench_task(task: str, robot: str, obs_mode: str, steps: int, seed: int = 0) 
         space.high,
     ).astype(np.float32)
     env.reset(seed=seed)
-    start_state = _state(env)
-    ctrls = np.empty((steps, env.model.nu))
-    t = time.perf_counter()
-    for i in range(steps):
-        env.step(actions[i])
-        ctrls[i] = env.data.ctrl
-    env_time = time.perf_counter() - t
-
-    m, d = env.model, mujoco.MjData(env.model)
-    mujoco.mj_setState(m, d, start_state, mujoco.mjtState.mjSTATE_INTEGRATION)
-    n = env.n_substeps
-    t = time.perf_counter()
-    for i in range(steps):
-        d.ctrl[:] = ctrls[i]
-        mujoco.mj_step(m, d, nstep=n)
-    raw_time = time.perf_counter() - t
+    m, raw, n = env.model, mujoco.MjData(env.model), env.n_substeps
+    env_rates, raw_rates = [], []
+    for segment in np.array_split(actions, rounds):
+        start_state = _state(env)
+        ctrls = np.empty((len(segment), m.nu))
+        t = time.perf_counter()
+        for i, action in enumerate(segment):
+            env.step(action)
+            ctrls[i] = env.data.ctrl
+        env_rates.append(len(segment) / (time.perf_counter() - t))
+        mujoco.mj_setState(m, raw, start_state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        t = time.perf_counter()
+        for ctrl in ctrls:
+            raw.ctrl[:] = ctrl
+            mujoco.mj_step(m, raw, nstep=n)
+        raw_rates.append(len(segment) / (time.perf_counter() - t))
     env.close()
+    ratios = np.array(env_rates) / np.array(raw_rates)
     return SimBenchRow(
         task,
         robot,
         obs_mode,
         env.robot.control_hz,
         n,
-        steps / env_time,
-        steps / raw_time,
-        raw_time / env_time,
+        float(np.median(env_rates)),
+        float(np.median(raw_rates)),
+        float(np.median(ratios)),
     )
 
 

@@ -130,23 +130,37 @@ class EndEffectorDelta(Controller):
 
     def reset(self, data):
         self._target_pos = data.site_xpos[self.arm.ee_site].copy()
-        self._target_rot = data.site_xmat[self.arm.ee_site].reshape(3, 3).copy()
+        self._target_quat = np.empty(4)
+        mujoco.mju_mat2Quat(self._target_quat, data.site_xmat[self.arm.ee_site])
+        self._quat, self._step_quat, self._error = np.empty(4), np.empty(4), np.empty(6)
 
     def joint_targets(self, arm_action, data):
-        pos = data.site_xpos[self.arm.ee_site]
-        rot = data.site_xmat[self.arm.ee_site].reshape(3, 3)
+        # Quaternions through MuJoCo's C routines: this runs every control tick.
+        site = self.arm.ee_site
+        pos, error = data.site_xpos[site], self._error
         lead = self._target_pos + arm_action[:3] - pos
         if np.abs(lead).max() > self.MAX_LEAD_POS:
             lead = np.clip(lead, -self.MAX_LEAD_POS, self.MAX_LEAD_POS)
         self._target_pos = pos + lead
-        if arm_action[3:].any():
-            self._target_rot = rotation_from_vector(arm_action[3:]) @ self._target_rot
-        rot_error = axis_angle_between(rot, self._target_rot)
-        angle = np.linalg.norm(rot_error)
-        if angle > self.MAX_LEAD_ROT:
-            rot_error *= self.MAX_LEAD_ROT / angle
-            self._target_rot = rotation_from_vector(rot_error) @ rot
-        return self.solve(np.concatenate([lead, rot_error]), data)
+        error[:3] = lead
+        quat, step = self._quat, self._step_quat
+        if arm_action[3:].any():  # target <- exp(rotation) * target, a world-frame rotation
+            step[:] = (1.0, 0.0, 0.0, 0.0)
+            mujoco.mju_quatIntegrate(step, arm_action[3:], 1.0)
+            mujoco.mju_mulQuat(quat, step, self._target_quat)
+            self._target_quat[:] = quat
+        mujoco.mju_mat2Quat(quat, data.site_xmat[site])
+        mujoco.mju_negQuat(step, quat)
+        mujoco.mju_mulQuat(quat, self._target_quat, step)  # target * current^-1
+        mujoco.mju_quat2Vel(error[3:], quat, 1.0)
+        angle = math.sqrt(error[3] ** 2 + error[4] ** 2 + error[5] ** 2)
+        if angle > self.MAX_LEAD_ROT:  # pull the target back toward the measured orientation
+            error[3:] *= self.MAX_LEAD_ROT / angle
+            mujoco.mju_mat2Quat(quat, data.site_xmat[site])
+            step[:] = (1.0, 0.0, 0.0, 0.0)
+            mujoco.mju_quatIntegrate(step, error[3:], 1.0)
+            mujoco.mju_mulQuat(self._target_quat, step, quat)
+        return self.solve(error, data)
 
     def solve(self, pose_error: np.ndarray, data) -> np.ndarray:
         """Joint targets that move the end effector by `pose_error` (world frame)."""

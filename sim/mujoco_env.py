@@ -90,6 +90,7 @@ class MujocoEnv(RobotEnv):
         self._view_renderer = None
         self._render_size = render_size
         self._steps = 0
+        self._quat = np.empty(4)
 
     # ---- task hooks ---------------------------------------------------------------------
     def task_build(self, spec: mujoco.MjSpec) -> None:
@@ -167,30 +168,35 @@ class MujocoEnv(RobotEnv):
         lo, hi = self.arm.gripper_range
         return float((self.data.ctrl[self.arm.gripper_actuator] - lo) / (hi - lo))
 
-    def touching(self, body_a: int, body_b: int) -> bool:
-        """Whether any contact is between a geom of body `body_a` and one of `body_b`."""
+    def contact_partners(self, body: int) -> np.ndarray:
+        """Ids of the bodies in contact with `body` (one vectorized pass over contacts)."""
         n = self.data.ncon
-        if n == 0:
-            return False
         bodies = self.model.geom_bodyid
         b1 = bodies[self.data.contact.geom1[:n]]
         b2 = bodies[self.data.contact.geom2[:n]]
-        return bool((((b1 == body_a) & (b2 == body_b)) | ((b1 == body_b) & (b2 == body_a))).any())
+        return np.concatenate([b2[b1 == body], b1[b2 == body]])
+
+    def grasped(self, body: int) -> bool:
+        """Whether every finger of the gripper touches `body`."""
+        if not self._finger_bodies or self.data.ncon == 0:
+            return False
+        partners = self.contact_partners(body)
+        return all(finger in partners for finger in self._finger_bodies)
 
     def _observation(self) -> dict[str, np.ndarray]:
         d = self.data
         obs = {}
+        state = np.zeros(len(self.robot.state_names), np.float32)
         if "state" in self.obs_mode:
-            site = self.arm.ee_site
-            quat = np.empty(4)
-            mujoco.mju_mat2Quat(quat, d.site_xmat[site])
-            parts = [d.qpos[self.arm.qpos_adr]]
+            n, site = len(self.arm.qpos_adr), self.arm.ee_site
+            state[:n] = d.qpos[self.arm.qpos_adr]
             if self.arm.gripper_actuator is not None:
-                parts.append([self.gripper_opening()])
-            parts += [d.site_xpos[site], quat]
-            obs["state"] = np.concatenate(parts).astype(np.float32)
-        else:
-            obs["state"] = np.zeros(len(self.robot.state_names), np.float32)
+                state[n] = self.gripper_opening()
+                n += 1
+            state[n : n + 3] = d.site_xpos[site]
+            mujoco.mju_mat2Quat(self._quat, d.site_xmat[site])
+            state[n + 3 :] = self._quat
+        obs["state"] = state
         if self.environment_state_names:
             obs["environment_state"] = self.task_environment_state().astype(np.float32)
         for cam_id, cam in zip(self.camera_names, self.robot.cameras):
@@ -218,6 +224,7 @@ class MujocoEnv(RobotEnv):
         acts = [m.actuator(ARM_PREFIX + a).id for a in arm.actuator_names]
         gripper = m.actuator(ARM_PREFIX + arm.gripper_actuator).id if arm.gripper_actuator else None
         self._finger_qadr = [int(m.joint(ARM_PREFIX + j).qposadr[0]) for j in arm.gripper_joints]
+        self._finger_bodies = [int(m.joint(ARM_PREFIX + j).bodyid[0]) for j in arm.gripper_joints]
         return ArmHandles(
             qpos_adr=np.array([j.qposadr[0] for j in joints]),
             dof_adr=np.array([j.dofadr[0] for j in joints]),

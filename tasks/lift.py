@@ -43,9 +43,6 @@ class LiftEnv(MujocoEnv):
 
     def task_compiled(self):
         self._cube_body = self.model.body("cube").id
-        self._finger_bodies = [
-            self.model.body(f"robot/{f}").id for f in ("finger_left", "finger_right")
-        ]
         self._cube_qpos = self.data.joint("cube").qpos  # a view: always current
 
     def task_reset(self, rng):
@@ -61,13 +58,10 @@ class LiftEnv(MujocoEnv):
         cube = self._cube_qpos[:3]
         ee = self.data.site_xpos[self.arm.ee_site]
         reach = 1.0 - np.tanh(10.0 * np.linalg.norm(cube - ee))
-        grasped = self._grasped()
+        grasped = self.grasped(self._cube_body)
         lift = min(max(cube[2] - CUBE_HALF, 0.0) / LIFT_HEIGHT, 1.0)
         success = bool(cube[2] > CUBE_HALF + LIFT_HEIGHT)
         return reach + 0.5 * grasped + 2.0 * lift * grasped, success
-
-    def _grasped(self) -> bool:
-        return all(self.touching(self._cube_body, finger) for finger in self._finger_bodies)
 
     def make_expert(self):
         return LiftExpert(self)

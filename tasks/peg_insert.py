@@ -102,7 +102,6 @@ class PegInsertEnv(MujocoEnv):
     def task_compiled(self):
         m, d = self.model, self.data
         self._peg_body = m.body("peg").id
-        self._finger_bodies = [m.body(f"robot/{f}").id for f in ("finger_left", "finger_right")]
         self._peg_qpos = d.joint("peg").qpos  # views: always current
         self._peg_xpos = d.body("peg").xpos
         self._peg_xmat = d.body("peg").xmat
@@ -161,16 +160,12 @@ class PegInsertEnv(MujocoEnv):
         grasp_point = self._peg_xpos + [0, 0, PEG_HALF_HEIGHT - GRASP_BELOW_TOP]
         ee = self.data.site_xpos[self.arm.ee_site]
         reach = 0.1 * (1 - math.tanh(10 * np.linalg.norm(grasp_point - ee)))
-        grasped = self.grasped()
+        grasped = self.grasped(self._peg_body)
         lifted = min(max(self.peg_bottom()[2] / (HOLE_DEPTH + 0.02), 0.0), 1.0)
         lift = (0.35 + 0.15 * lifted) if grasped else 0.0
         hover = (0.5 + 0.2 * (1 - math.tanh(20 * xy_error))) if grasped and lifted > 0.5 else 0.0
         insert = (0.7 + 0.3 * depth) if in_opening and local[2] < 0 else 0.0
         return max(reach, lift, hover, insert, float(success)), success
-
-    def grasped(self) -> bool:
-        """Both fingers touch the peg."""
-        return all(self.touching(self._peg_body, finger) for finger in self._finger_bodies)
 
     def make_expert(self):
         return PegInsertExpert(self)

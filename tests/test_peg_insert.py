@@ -141,7 +141,7 @@ def test_reset_distribution():
         assert state["hole.z"] == pytest.approx(HOLE_DEPTH)
         gaps.append(math.hypot(state["peg.x"] - state["hole.x"], state["peg.y"] - state["hole.y"]))
         yaws.append(state["hole.yaw"])
-        assert not env.grasped()
+        assert not env.grasped(env._peg_body)
     assert min(gaps) >= 0.1 - 1e-6
     assert max(yaws) - min(yaws) > 1.0 and max(np.abs(yaws)) <= math.pi / 4 + 1e-6
     # object_pose_scale = 0 pins the layout to the nominal poses.
