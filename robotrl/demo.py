@@ -12,7 +12,7 @@ ROBOTS = ("panda", "ur5e")
 HOLD_LAST_FRAME = 15  # frames: let the viewer see how each episode ended
 
 
-def run_demo(out: str | Path, episodes: int = 20, tasks: tuple[str, ...] | None = None) -> Path:
+def run_demo(out: str | Path, episodes: int = 100, tasks: tuple[str, ...] | None = None) -> Path:
     from robotrl.tasks import TASKS
 
     out = Path(out)

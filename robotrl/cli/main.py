@@ -65,9 +65,9 @@ def cmd_rollout(args) -> int:
 def cmd_bench_sim(args) -> int:
     from robotrl.sim.bench import bench_sim, format_table
 
-    rows = bench_sim(
-        robot=args.robot, steps=args.steps, pixel_steps=args.pixel_steps, progress=not args.json
-    )
+    rows = []
+    for robot in args.robot.split(","):
+        rows += bench_sim(robot, args.steps, args.pixel_steps, progress=not args.json)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     p = bench.add_parser("sim", help="env steps/s per task vs a raw mj_step loop")
-    p.add_argument("--robot", default="panda")
+    p.add_argument("--robot", default="panda,ur5e", help="comma-separated arms")
     p.add_argument("--steps", type=int, default=3000, help="steps per state-obs run")
     p.add_argument("--pixel-steps", type=int, default=500, help="steps per pixel-obs run")
     p.add_argument("--json", action="store_true")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--episodes", type=int, default=20, help="episodes per task and arm")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per task and arm")
     p.set_defaults(func=cmd_demo)
     return parser
 
