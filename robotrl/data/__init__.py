@@ -1,0 +1,1 @@
+"""Datasets in the LeRobotDataset v3.0 layout: writer, reader, recorder, training windows."""

@@ -1,0 +1,1 @@
+"""Teleoperation devices: one small `Teleop` interface, many devices."""
