@@ -163,6 +163,10 @@ def commit_file(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
+def copy_file(source: Path, path: Path) -> None:
+    atomic_write_bytes(path, Path(source).read_bytes())
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, json.dumps(_plain(data), indent=4).encode())
 

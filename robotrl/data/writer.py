@@ -69,10 +69,15 @@ class DatasetWriter:
 
     # ---- commit -------------------------------------------------------------------------
     def add_episode(
-        self, frames: dict[str, np.ndarray], task: str, extra: dict | None = None
+        self,
+        frames: dict[str, np.ndarray],
+        task: str,
+        extra: dict | None = None,
+        video_files: dict[str, Path] | None = None,
     ) -> int:
         """Commit one episode atomically. `frames` maps feature names to [T, ...] arrays
-        (images as uint8 [T, H, W, 3]); the index columns are filled in here."""
+        (images as uint8 [T, H, W, 3]); the index columns are filled in here. `video_files`
+        gives finished MP4s of exactly this episode to copy instead of encoding frames."""
         index = self.num_episodes
         length = len(frames["action"])
         if length == 0:
@@ -88,7 +93,10 @@ class DatasetWriter:
             path = self.root / layout.VIDEO_PATH.format(
                 video_key=key, chunk_index=chunk, file_index=file
             )
-            video.encode(path, frames[key], timestamps - timestamps[0], self.info["fps"])
+            if video_files and key in video_files:
+                layout.copy_file(video_files[key], path)
+            else:
+                video.encode(path, frames[key], timestamps - timestamps[0], self.info["fps"])
         data_path = self.root / layout.DATA_PATH.format(chunk_index=chunk, file_index=file)
         write_parquet(data_path, frame_table(columns, self.features))
         self._commit(columns, frames, task, extra or {})

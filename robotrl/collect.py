@@ -1,0 +1,169 @@
+"""`robotrl collect`: record demonstrations from a teleop device (or the scripted expert).
+
+Sim runs real-time paced for a human and as fast as it can for the expert. A live status line
+shows the episode count, achieved control rate and successes. Device events: SUCCESS saves
+the episode as a success, FAILURE ends it (saved only with --keep-failures), RERECORD throws
+it away and records the same seed again, QUIT stops (the current episode is discarded).
+An episode the task itself ends (success, or the step limit) is saved or discarded the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robotrl.errors import RobotrlError
+
+
+@dataclass
+class CollectConfig:
+    task: str = field(default="PushT", metadata={"help": "task name"})
+    teleop: str = field(
+        default="keyboard", metadata={"help": "keyboard, spacemouse, gamepad, leader or expert"}
+    )
+    episodes: int = field(default=10, metadata={"help": "episodes to save"})
+    out: str = field(default="data/demos", metadata={"help": "dataset directory (appends)"})
+    robot: str = field(default="panda", metadata={"help": "panda, ur5e or an MJCF path"})
+    obs_mode: str = field(default="state", metadata={"help": "state, pixels or state+pixels"})
+    image_size: int = field(default=96, metadata={"help": "camera image height and width"})
+    seed: int = field(default=0, metadata={"help": "seed of the first new episode"})
+    device: str | None = field(default=None, metadata={"help": "device path (hidraw, event, tty)"})
+    calibration: str | None = field(default=None, metadata={"help": "leader-arm calibration JSON"})
+    keep_failures: bool = field(default=False, metadata={"help": "also save failed episodes"})
+    max_seconds: float | None = field(default=None, metadata={"help": "stop after this long"})
+
+
+@dataclass
+class CollectSummary:
+    saved: int = 0
+    successes: int = 0
+    discarded: int = 0
+    wall_time_s: float = 0.0
+    achieved_fps: list[float] = field(default_factory=list)
+    quit: bool = False
+
+
+def collect(cfg: CollectConfig) -> CollectSummary:
+    from robotrl.data.recorder import Recorder
+    from robotrl.tasks import make, task_name
+    from robotrl.teleop import make_teleop, teleop_class
+    from robotrl.teleop.base import Event
+
+    if cfg.episodes < 1:
+        raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
+    device_cls = teleop_class(cfg.teleop)
+    human = cfg.teleop != "expert"
+    env = make(
+        cfg.task,
+        robot=cfg.robot,
+        obs_mode=cfg.obs_mode,
+        realtime=human,
+        image_size=(cfg.image_size, cfg.image_size),
+        action_mode=device_cls.required_action_mode,
+    )
+    recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
+    for message in recorder.writer.messages:
+        print(f"robotrl: {message}", file=sys.stderr)
+    options = {k: v for k, v in (("device", cfg.device), ("calibration", cfg.calibration)) if v}
+    teleop = make_teleop(cfg.teleop, env, **options)
+    status = StatusLine(cfg, recorder.writer.num_episodes)
+    summary, start = CollectSummary(), time.monotonic()
+    seed = cfg.seed
+    try:
+        while summary.saved < cfg.episodes and not summary.quit:
+            if cfg.max_seconds and time.monotonic() - start > cfg.max_seconds:
+                break
+            obs, _ = recorder.reset(seed=seed)
+            teleop.reset()
+            outcome, achieved = _run_episode(recorder, teleop, obs, status, summary, Event)
+            if outcome == "rerecord":
+                recorder.discard_episode()
+                summary.discarded += 1
+                continue  # same seed again
+            seed += 1
+            if outcome == "quit" or (outcome == "failure" and not cfg.keep_failures):
+                recorder.discard_episode()
+                summary.discarded += outcome != "quit"
+                continue
+            recorder.save_episode(success=outcome == "success")
+            summary.saved += 1
+            summary.successes += outcome == "success"
+            summary.achieved_fps.append(achieved)
+    finally:
+        teleop.close()
+        recorder.close()
+        status.finish(summary)
+    summary.wall_time_s = time.monotonic() - start
+    return summary
+
+
+def _run_episode(recorder, teleop, obs, status, summary, Event) -> tuple[str, float]:
+    """Step until the task or the human ends the episode; returns (outcome, achieved Hz)."""
+    robot = recorder.unwrapped.robot
+    hold = _hold_action(robot, obs)
+    t0 = time.monotonic()
+    while True:
+        command = teleop.read(obs)
+        events = set(command.events)
+        if Event.QUIT in events:
+            summary.quit = True
+            return "quit", 0.0
+        if Event.RERECORD in events:
+            return "rerecord", 0.0
+        action = hold if command.action is None else np.asarray(command.action, np.float32)
+        hold = _hold_after(robot, action)
+        obs, _, terminated, truncated, info = recorder.step(
+            action, intervention=command.intervening
+        )
+        steps = recorder.episode_length
+        achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else 0.0
+        status.update(summary, steps, achieved)
+        if Event.SUCCESS in events or (terminated and info.get("is_success")):
+            return "success", achieved
+        if Event.FAILURE in events or terminated or truncated:
+            return "failure", achieved
+
+
+def _hold_action(robot, obs) -> np.ndarray:
+    """What to send when the device has nothing to say: stay put, gripper open."""
+    action = np.zeros(robot.action.dim, np.float32)
+    if robot.action.mode == "joint_pos":
+        n = len(robot.joint_names)
+        action[:n] = obs["state"][:n]
+    return action
+
+
+def _hold_after(robot, last: np.ndarray) -> np.ndarray:
+    """Holding after an action: a delta mode stops moving but keeps the gripper command."""
+    if robot.action.mode == "joint_pos":
+        return last
+    held = np.zeros_like(last)
+    if robot.action.names[-1] == "gripper":
+        held[-1] = last[-1]
+    return held
+
+
+class StatusLine:
+    """One line on stderr, rewritten in place at most ten times a second."""
+
+    def __init__(self, cfg: CollectConfig, existing: int):
+        self.cfg, self.existing, self._last = cfg, existing, 0.0
+
+    def update(self, summary: CollectSummary, steps: int, achieved: float) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        line = (
+            f"[{self.cfg.task}/{self.cfg.teleop}] episode {summary.saved + 1}/{self.cfg.episodes}"
+            f"  step {steps:4d}  {achieved:6.1f} Hz  saved {summary.saved}"
+            f" ({summary.successes} success)  discarded {summary.discarded}"
+            f"  dataset {self.existing + summary.saved} episodes"
+        )
+        print("\r" + line + "\033[K", end="", file=sys.stderr, flush=True)
+
+    def finish(self, summary: CollectSummary) -> None:
+        print(file=sys.stderr)
