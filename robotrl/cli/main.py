@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from robotrl.cli.config import add_config_args, config_from_args
+from robotrl.collect import CollectConfig
 from robotrl.errors import RobotrlError
 from robotrl.rollout import RolloutConfig
 
@@ -72,6 +75,54 @@ def cmd_bench_sim(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    from robotrl.collect import CollectConfig, collect
+
+    summary = collect(config_from_args(CollectConfig, args))
+    fps = f", median {np.median(summary.achieved_fps):.1f} fps" if summary.achieved_fps else ""
+    print(
+        f"saved {summary.saved} episodes ({summary.successes} successful) to {args.out}, "
+        f"discarded {summary.discarded}, {summary.wall_time_s:.1f} s{fps}"
+    )
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from robotrl.data.dataset import Dataset
+
+    if args.what == "merge":
+        from robotrl.data.edit import merge
+
+        print(f"wrote {merge(args.sources, args.out)}")
+        return 0
+    if args.what == "drop":
+        from robotrl.data.edit import drop
+
+        episodes = _episode_list(args.episodes)
+        print(f"dropped {len(episodes)} episodes: {drop(args.root, episodes, args.out)}")
+        return 0
+    dataset = Dataset(args.root)
+    if args.what == "info":
+        from robotrl.data.view import format_summary, summary
+
+        info = summary(dataset)
+        print(json.dumps(info, indent=2) if args.json else format_summary(info))
+        return 0
+    from robotrl.data.view import view_episode
+
+    for episode in _episode_list(args.episode):
+        for path in view_episode(dataset, episode, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+def _episode_list(text: str) -> set[int]:
+    try:
+        return {int(x) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise RobotrlError(f"episodes must be comma-separated integers, got '{text}'") from None
+
+
 def cmd_demo(args) -> int:
     from robotrl.demo import run_demo
 
@@ -98,6 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-steps", type=int, default=500, help="steps per pixel-obs run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sim)
+
+    p = sub.add_parser("collect", help="record demonstrations from a teleop device or the expert")
+    add_config_args(p, CollectConfig)
+    p.set_defaults(func=cmd_collect)
+
+    data = sub.add_parser("dataset", help="inspect and edit datasets")
+    data_sub = data.add_subparsers(dest="what", required=True)
+    p = data_sub.add_parser("info", help="summary of a dataset")
+    p.add_argument("root")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset)
+    p = data_sub.add_parser("view", help="plot episodes (PNG) and export their camera video")
+    p.add_argument("root")
+    p.add_argument("--episode", default="0", help="episode index, or several: 0,3,7")
+    p.add_argument("--out", default="out/view")
+    p.set_defaults(func=cmd_dataset)
+    p = data_sub.add_parser("merge", help="concatenate datasets into a new one")
+    p.add_argument("sources", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_dataset)
+    p = data_sub.add_parser("drop", help="remove episodes (in place unless --out)")
+    p.add_argument("root")
+    p.add_argument("--episodes", required=True, help="comma-separated episode indices")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_dataset)
 
     p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
     p.add_argument("--out", default="out/demo")

@@ -38,9 +38,11 @@ class DatasetWriter:
             layout.check_same_features(self.info["features"], features, self.root)
             if abs(self.info["fps"] - fps) > 1e-6:
                 raise DatasetError(f"{self.root} was recorded at {self.info['fps']} fps, not {fps}")
-        elif self.root.exists() and any(self.root.iterdir()):
+        elif self.root.exists() and any(
+            p.is_file() and p.suffix != ".tmp" for p in self.root.rglob("*")
+        ):
             raise DatasetError(f"{self.root} exists and is not a dataset (no {layout.INFO_PATH})")
-        else:
+        else:  # new, or a creation that was killed before info.json landed
             self.info = layout.new_info(features, fps, robot_type)
             layout.atomic_write_json(self.root / layout.INFO_PATH, self.info)
         self.features = self.info["features"]
