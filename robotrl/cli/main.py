@@ -123,6 +123,14 @@ def _episode_list(text: str) -> set[int]:
         raise RobotrlError(f"episodes must be comma-separated integers, got '{text}'") from None
 
 
+def cmd_bench_data(args) -> int:
+    from robotrl.data.bench import bench_loader, format_table
+
+    rows = [r for root in args.roots for r in bench_loader(root, batch_size=args.batch_size)]
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from robotrl.demo import run_demo
 
@@ -149,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-steps", type=int, default=500, help="steps per pixel-obs run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sim)
+    p = bench.add_parser("data", help="training windows/s from datasets, state and video")
+    p.add_argument("roots", nargs="+", help="dataset directories")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_data)
 
     p = sub.add_parser("collect", help="record demonstrations from a teleop device or the expert")
     add_config_args(p, CollectConfig)
