@@ -67,8 +67,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
     for message in recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)
-    options = {k: v for k, v in (("device", cfg.device), ("calibration", cfg.calibration)) if v}
-    teleop = make_teleop(cfg.teleop, env, **options)
+    teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
     status = StatusLine(cfg, recorder.writer.num_episodes)
     summary, start = CollectSummary(), time.monotonic()
     seed = cfg.seed
@@ -100,6 +99,27 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     return summary
 
 
+DEVICE_PATH_OPTION = {
+    "keyboard": "tty",
+    "spacemouse": "device",
+    "gamepad": "device",
+    "leader": "port",
+}
+
+
+def _device_options(cfg: CollectConfig) -> dict:
+    options = {}
+    if cfg.device:
+        if cfg.teleop not in DEVICE_PATH_OPTION:
+            raise RobotrlError(f"--device does not apply to the {cfg.teleop} device")
+        options[DEVICE_PATH_OPTION[cfg.teleop]] = cfg.device
+    if cfg.calibration:
+        if cfg.teleop != "leader":
+            raise RobotrlError("--calibration applies to the leader arm only")
+        options["calibration"] = cfg.calibration
+    return options
+
+
 def _run_episode(recorder, teleop, obs, status, summary, Event) -> tuple[str, float]:
     """Step until the task or the human ends the episode; returns (outcome, achieved Hz)."""
     robot = recorder.unwrapped.robot
@@ -115,9 +135,8 @@ def _run_episode(recorder, teleop, obs, status, summary, Event) -> tuple[str, fl
             return "rerecord", 0.0
         action = hold if command.action is None else np.asarray(command.action, np.float32)
         hold = _hold_after(robot, action)
-        obs, _, terminated, truncated, info = recorder.step(
-            action, intervention=command.intervening
-        )
+        # No policy runs here, so nothing is overridden: `intervention` is for HIL sessions.
+        obs, _, terminated, truncated, info = recorder.step(action)
         steps = recorder.episode_length
         achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else 0.0
         status.update(summary, steps, achieved)
