@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libglvnd0 libosmesa6 libusb-1.0-0
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libglvnd0 libosmesa6 libusb-1.0-0 tmux
 export MUJOCO_GL ?= egl
 
 .PHONY: setup test demo bench lint clean

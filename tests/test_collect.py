@@ -1,0 +1,121 @@
+"""`robotrl collect`: the expert fills a dataset; a human at a real terminal (tmux) records one."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from robotrl.data.dataset import Dataset
+
+ROBOTRL = [sys.executable, "-m", "robotrl.cli.main"]
+
+
+def test_collect_with_expert_appends(tmp_path):
+    out = tmp_path / "demos"
+    for _ in range(2):  # the second run resumes the same dataset
+        result = subprocess.run(
+            [
+                *ROBOTRL,
+                "collect",
+                "--task",
+                "Reach",
+                "--teleop",
+                "expert",
+                "--episodes",
+                "3",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+    dataset = Dataset(out)
+    assert dataset.num_episodes == 6
+    assert all(e["success"] for e in dataset.episodes)
+    assert dataset.episodes[0]["length"] < 40
+
+
+def test_collect_rejects_bad_device_cleanly(tmp_path):
+    result = subprocess.run(
+        [*ROBOTRL, "collect", "--teleop", "joystick", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown teleop device 'joystick'" in result.stderr
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*.parquet"))
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by `make test`")
+def test_keyboard_collect_in_a_real_terminal(tmp_path):
+    out, session = tmp_path / "kbd", f"robotrl-test-{time.monotonic_ns()}"
+    command = " ".join(
+        [
+            *ROBOTRL,
+            "collect",
+            "--task",
+            "Reach",
+            "--teleop",
+            "keyboard",
+            "--episodes",
+            "1",
+            "--out",
+            str(out),
+            "--max-seconds",
+            "60",
+        ]
+    )
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "160",
+            "-y",
+            "20",
+            f"{command}; echo EXIT=$?; sleep 30",
+        ],
+        check=True,
+    )
+    try:
+        screen = _wait_for(session, "step")  # the status line is up: the device is reading keys
+        for key in ["w", "w", "w", "a", "a", "r"]:
+            subprocess.run(["tmux", "send-keys", "-t", session, key], check=True)
+            time.sleep(0.25)
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)  # success
+        screen = _wait_for(session, "EXIT=")
+        assert "EXIT=0" in screen and "saved 1 episodes" in screen, screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    dataset = Dataset(out)
+    assert dataset.num_episodes == 1 and dataset.episodes[0]["success"]
+    actions = dataset.episode(0)["action"]
+    assert (actions[:, 0] > 0).sum() >= 3  # "w" moved +x for a while
+    assert (actions[:, 1] > 0).any() and (actions[:, 2] > 0).any()  # "a" +y, "r" +z
+    timestamps = dataset.episode(0)["timestamp"]
+    assert np.median(np.diff(timestamps)) == pytest.approx(0.05, abs=0.01)  # paced, 20 Hz
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["total_episodes"] == 1
+
+
+def _wait_for(session: str, text: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
+        if text in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"'{text}' never appeared; screen:\n{screen}")
