@@ -8,6 +8,8 @@ hundred episodes is tens of MB); videos are decoded per episode on first use and
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -37,6 +39,10 @@ class Dataset:
         self._decoded: dict[str, np.ndarray] = {
             k: np.zeros(len(self.episodes), bool) for k in self.video_keys
         }
+        for key in self.video_keys:
+            h, w, c = self.features[key]["shape"]
+            # np.empty reserves address space; pages are only touched as episodes decode.
+            self._videos[key] = np.empty((self.num_frames, h, w, c), np.uint8)
 
     @property
     def num_episodes(self) -> int:
@@ -69,8 +75,12 @@ class Dataset:
         episodes they fall in once, then indexes memory."""
         rows = np.asarray(rows)
         episodes = np.searchsorted(self.ends, rows.ravel(), side="right")
-        for ep in np.unique(episodes[~self._decoded[key][episodes]]):
-            self._decode_episode(key, int(ep))
+        missing = [int(ep) for ep in np.unique(episodes[~self._decoded[key][episodes]])]
+        if len(missing) > 1:  # PyAV decodes without the GIL: episodes in parallel
+            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+                list(pool.map(lambda ep: self._decode_episode(key, ep), missing))
+        elif missing:
+            self._decode_episode(key, missing[0])
         return self._videos[key][rows]
 
     def preload_videos(self) -> None:
@@ -79,10 +89,6 @@ class Dataset:
 
     def _decode_episode(self, key: str, ep: int) -> None:
         row = self.episodes[ep]
-        if key not in self._videos:
-            h, w, c = self.features[key]["shape"]
-            # np.empty reserves address space; pages are only touched as episodes decode.
-            self._videos[key] = np.empty((self.num_frames, h, w, c), np.uint8)
         path = self.root / self.info["video_path"].format(
             video_key=key,
             chunk_index=row[f"videos/{key}/chunk_index"],
