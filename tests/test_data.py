@@ -120,7 +120,9 @@ def test_sim_timestamps_are_sim_time_and_realtime_ones_are_wall_time(tmp_path):
     recorder.save_episode()
     dataset = Dataset(tmp_path / "wall")
     t = dataset.episode(0)["timestamp"]
-    assert np.all(np.diff(t[:10]) == pytest.approx(0.02, abs=0.006))
+    # Paced to 50 Hz on a fixed grid (a late tick is followed by a short one), so under load
+    # single intervals wander but the median is the period.
+    assert np.median(np.diff(t[:10])) == pytest.approx(0.02, abs=0.003)
     assert t[11] - t[10] > 0.1
     assert dataset.episodes[0]["below_nominal_rate"] is True
     assert dataset.episodes[0]["achieved_fps"] < 0.95 * 50
