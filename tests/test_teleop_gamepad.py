@@ -3,6 +3,7 @@
 import os
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -137,20 +138,11 @@ def test_find_gamepad_in_sysfs(tmp_path):
 
 def test_errors(tmp_path):
     with pytest.raises(DeviceNotFoundError, match="no gamepad at /nonexistent/event0"):
-        make_teleop("gamepad", _env(robot_spec()), device="/nonexistent/event0")
+        make_teleop("gamepad", SimpleNamespace(robot=robot_spec()), device="/nonexistent/event0")
     with pytest.raises(
         TeleopError, match="produces ee_delta actions but this robot takes joint_delta"
     ):
         GamepadTeleop(robot_spec("joint_delta"), device="/nonexistent/event0")
-
-
-def _env(robot):
-    class Env:
-        pass
-
-    env = Env()
-    env.robot = robot
-    return env
 
 
 def test_struct_matches_the_kernel_layout():

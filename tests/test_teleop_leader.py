@@ -5,6 +5,7 @@ import os
 import pty
 import time
 import tty
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -68,7 +69,9 @@ def test_positions_become_follower_joint_angles(bus):
     s[2].position = 2048 - 1024  # -pi/2 on the leader, sign -1 -> +pi/2, then -0.5 offset
     s[3].position = 2048 + 100
     s[4].position = 1250  # a quarter of the way from closed (1000) to open (2000)
-    with make_teleop("leader", _env(robot_spec()), port=bus.path, calibration=CALIBRATION) as arm:
+    with make_teleop(
+        "leader", SimpleNamespace(robot=robot_spec()), port=bus.path, calibration=CALIBRATION
+    ) as arm:
         # Torque is switched off on every servo so the leader moves by hand.
         assert all(servo.table[ADDR_TORQUE_ENABLE] == 0 for servo in s.values())
         command = arm.read()
@@ -146,7 +149,7 @@ def test_port_and_calibration_errors(bus, tmp_path):
     with pytest.raises(DeviceNotFoundError, match="no leader arm at /dev/ttyNOPE"):
         LeaderArmTeleop(robot_spec(), "/dev/ttyNOPE", CALIBRATION)
     with pytest.raises(TeleopError, match="the leader arm needs port= .* and calibration="):
-        make_teleop("leader", _env(robot_spec()))
+        make_teleop("leader", SimpleNamespace(robot=robot_spec()))
     with pytest.raises(TeleopError, match="baud rate 12345 is not supported"):
         DynamixelBus(bus.path, (1,), baudrate=12345)
     with pytest.raises(TeleopError, match="produces joint_pos actions but this robot takes"):
@@ -201,12 +204,3 @@ def test_calibrate_rejects_poses_too_close_or_not_one_to_one():
         calibrate(["joint1"], [1], raw_a, [0.0], raw_b, [0.1])
     with pytest.raises(TeleopError, match="must turn 1:1"):
         calibrate(["joint1"], [1], raw_a, [0.0], raw_b, [math.pi])
-
-
-def _env(robot):
-    class Env:  # make_teleop only needs `env.robot` for hardware devices
-        pass
-
-    env = Env()
-    env.robot = robot
-    return env

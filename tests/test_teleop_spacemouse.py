@@ -3,6 +3,7 @@
 import os
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -103,7 +104,9 @@ def test_recorded_gestures_through_a_fifo(fifo):
 
 
 def test_combined_six_axis_reports(fifo):
-    with make_teleop("spacemouse", _env(robot_spec()), device=fifo, combined=True) as mouse:
+    with make_teleop(
+        "spacemouse", SimpleNamespace(robot=robot_spec()), device=fifo, combined=True
+    ) as mouse:
         writer = Writer(fifo)
         writer.replay("spacemouse_compact_twist.bin")
         action = mouse.read().action
@@ -149,12 +152,3 @@ def test_missing_and_forbidden_device(tmp_path):
         locked.chmod(0)
         with pytest.raises(DeviceNotFoundError, match="no permission .* udev rule"):
             SpaceMouseTeleop(robot_spec(), device=str(locked))
-
-
-def _env(robot):
-    class Env:
-        pass
-
-    env = Env()
-    env.robot = robot
-    return env
