@@ -46,16 +46,22 @@ class RolloutSummary:
 
 
 def make_policy(name: str, env):
-    """The policy named on the command line, bound to `env`."""
+    """The policy named on the command line: `expert` (bound to `env`) or a checkpoint."""
     if name == "expert":
         from robotrl.tasks import make_expert
 
         return make_expert(env)
-    raise RobotrlError(f"unknown policy '{name}': use 'expert'")
+    from pathlib import Path
+
+    if Path(name).exists():
+        from robotrl.policies.checkpoint import load_policy
+
+        return load_policy(name)
+    raise RobotrlError(f"unknown policy '{name}': use 'expert' or a checkpoint directory")
 
 
 def rollout(
-    cfg: RolloutConfig, env=None, film: int | None = None
+    cfg: RolloutConfig, env=None, film: int | None = None, policy=None
 ) -> tuple[RolloutSummary, list[np.ndarray]]:
     """Run `cfg.episodes` episodes; returns the summary and frames of the first `film`
     episodes (default: `cfg.video_episodes` when `cfg.video` is set, else none)."""
@@ -69,7 +75,7 @@ def rollout(
     env = env or make(
         cfg.task, robot=cfg.robot, obs_mode=cfg.obs_mode, render_mode="rgb_array" if film else None
     )
-    policy = make_policy(cfg.policy, env)
+    policy = policy or make_policy(cfg.policy, env)
     successes, lengths, frames = [], [], []
     step_time, start = 0.0, time.perf_counter()
     bar = tqdm(

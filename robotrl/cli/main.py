@@ -131,6 +131,36 @@ def cmd_bench_data(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from robotrl.policies.train import TrainConfig, train
+
+    run = train(config_from_args(TrainConfig, args))
+    print(f"trained {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from robotrl.policies.checkpoint import load_policy
+    from robotrl.policies.evaluate import evaluate
+
+    policy = load_policy(args.policy)
+    if args.sampler:
+        policy.set_sampler(args.sampler, args.steps or policy.sampler_steps)
+    task = args.task or policy.config.meta.get("task")
+    if not task:
+        raise RobotrlError("--task is required: the checkpoint does not say which task it is for")
+    robot = args.robot or policy.config.meta.get("robot") or "panda"
+    result = evaluate(policy, task, robot, args.episodes, video=args.video, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['task']} on {robot}: success {result['success_rate']:.0%} over "
+            f"{result['episodes']} unseen episodes, mean length {result['mean_episode_length']:.1f}"
+        )
+    return 0
+
+
 def cmd_demo(args) -> int:
     from robotrl.demo import run_demo
 
@@ -187,6 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", required=True, help="comma-separated episode indices")
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_dataset)
+
+    from robotrl.policies.train import TrainConfig
+
+    p = sub.add_parser("train", help="train a policy on a dataset (resumes a run directory)")
+    add_config_args(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="success rate of a checkpoint on a task, unseen seeds")
+    p.add_argument("--policy", required=True, help="checkpoint or run directory")
+    p.add_argument("--task", default=None, help="default: the task it was trained on")
+    p.add_argument("--robot", default=None)
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--sampler", default=None, choices=("ddpm", "ddim", "dpm"))
+    p.add_argument("--steps", type=int, default=None, help="sampling steps")
+    p.add_argument("--video", default=None, help="write an MP4 of the first episode")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
     p.add_argument("--out", default="out/demo")

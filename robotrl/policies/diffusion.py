@@ -1,0 +1,147 @@
+"""Diffusion Policy (Chi et al., 2023), state observations: a conditional 1-D U-Net denoises
+an action chunk; training noise comes from diffusers' DDPM scheduler, sampling from DDPM,
+DDIM or DPM-Solver with a configurable number of steps.
+
+Inputs are the features named in `obs_keys` (e.g. `observation.state` and
+`observation.environment_state`), each min/max-normalized inside the policy, concatenated
+per timestep over an observation history of `n_obs` frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from robotrl.policies.conditional_unet1d import ConditionalUnet1D
+from robotrl.policies.normalize import MinMaxNormalizer
+
+SCHEDULERS = ("ddpm", "ddim", "dpm")
+
+
+@dataclass
+class DiffusionConfig:
+    obs_keys: tuple[str, ...] = ("observation.state", "observation.environment_state")
+    obs_dims: tuple[int, ...] = ()
+    action_dim: int = 0
+    n_obs: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    channels: tuple[int, ...] = (64, 128, 256)
+    train_steps: int = 100  # diffusion steps of the noise schedule
+    sampler: str = "ddim"
+    inference_steps: int = 10
+    fps: float = 10.0
+    meta: dict = field(default_factory=dict)  # task, robot: for humans and `eval` defaults
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DiffusionConfig:
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+def make_scheduler(kind: str, train_steps: int):
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    common = {
+        "num_train_timesteps": train_steps,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": "epsilon",
+    }
+    if kind == "ddpm":
+        return DDPMScheduler(**common, clip_sample=True)
+    if kind == "ddim":
+        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0)
+    if kind == "dpm":
+        return DPMSolverMultistepScheduler(**common)
+    raise ValueError(f"unknown sampler '{kind}': choose {', '.join(SCHEDULERS)}")
+
+
+class DiffusionPolicy(nn.Module):
+    kind = "diffusion"
+
+    def __init__(self, config: DiffusionConfig, obs_stats=None, action_stats=None):
+        super().__init__()
+        self.config = config
+        dims = config.obs_dims
+        self.obs_norm = nn.ModuleList(
+            MinMaxNormalizer(*obs_stats[i]) if obs_stats else MinMaxNormalizer.empty(d)
+            for i, d in enumerate(dims)
+        )
+        self.action_norm = (
+            MinMaxNormalizer(*action_stats)
+            if action_stats
+            else MinMaxNormalizer.empty(config.action_dim)
+        )
+        self.net = ConditionalUnet1D(config.action_dim, config.n_obs * sum(dims), config.channels)
+        self.train_scheduler = make_scheduler("ddpm", config.train_steps)
+        self.set_sampler(config.sampler, config.inference_steps)
+        self.reset()
+
+    def set_sampler(self, kind: str, steps: int) -> None:
+        self.sampler = make_scheduler(kind, self.config.train_steps)
+        self.sampler_steps = steps
+
+    # ---- training -----------------------------------------------------------------------
+    def condition(self, batch: dict) -> torch.Tensor:
+        """Normalized observation history [B, n_obs, D] flattened to [B, n_obs * D]."""
+        parts = [
+            norm.normalize(batch[k].float()) for k, norm in zip(self.config.obs_keys, self.obs_norm)
+        ]
+        return torch.cat(parts, dim=-1).flatten(1)
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        actions = self.action_norm.normalize(batch["action"].float())
+        noise = torch.randn(actions.shape, generator=generator)
+        steps = torch.randint(0, self.config.train_steps, (len(actions),), generator=generator)
+        noisy = self.train_scheduler.add_noise(actions, noise, steps)
+        predicted = self.net(noisy, steps, self.condition(batch))
+        error = (predicted - noise) ** 2
+        if "action_is_pad" in batch:  # padded steps past the episode end teach nothing
+            error = error * (~batch["action_is_pad"])[..., None]
+        return error.mean()
+
+    # ---- inference ----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_chunk(
+        self, obs_window: dict, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Actions [B, H, A] (unnormalized) for observation windows [B, n_obs, ...]."""
+        cond = self.condition(obs_window)
+        sample = torch.randn(
+            (len(cond), self.config.horizon, self.config.action_dim), generator=generator
+        )
+        self.sampler.set_timesteps(self.sampler_steps)
+        for t in self.sampler.timesteps:
+            eps = self.net(sample, t.expand(len(cond)), cond)
+            sample = self.sampler.step(eps, t, sample, generator=generator).prev_sample
+        return self.action_norm.unnormalize(sample.clamp(-1, 1))
+
+    def reset(self) -> None:
+        self._obs_history: deque = deque(maxlen=self.config.n_obs)
+        self._actions: deque = deque()
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        """One action for an env observation (keys without `observation.`); plans a chunk
+        when the queue is empty and executes `n_action_steps` of it (receding horizon)."""
+        frame = {
+            k: torch.as_tensor(np.asarray(obs[k.removeprefix("observation.")], np.float32))
+            for k in self.config.obs_keys
+        }
+        if not self._obs_history:  # pad the history at the episode start
+            self._obs_history.extend([frame] * self.config.n_obs)
+        self._obs_history.append(frame)
+        if not self._actions:
+            window = {
+                k: torch.stack([f[k] for f in self._obs_history])[None]
+                for k in self.config.obs_keys
+            }
+            chunk = self.predict_chunk(window)[0]
+            self._actions.extend(chunk[: self.config.n_action_steps].numpy())
+        return self._actions.popleft()
