@@ -119,7 +119,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 e.lerp_(p, 1 - decay)
         losses.append(loss.item())
         bar.update(1)
-        if step % 50 == 0 or step == cfg.steps:
+        if step % 50 == 0 or step % cfg.save_every == 0 or step == cfg.steps:
             record = {
                 "step": step,
                 "loss": float(np.mean(losses)),
@@ -218,7 +218,8 @@ def plot_curves(run: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = (run / "log.jsonl").read_text().splitlines()
+    log = run / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
     records = [json.loads(line) for line in lines if line.strip()]
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)

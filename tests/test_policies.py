@@ -1,0 +1,174 @@
+"""Diffusion policy: checkpoints (no pickle), the action queue, resumable deterministic training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from robotrl.policies.checkpoint import CheckpointError, load_policy, save_policy
+from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
+from robotrl.policies.train import TrainConfig, train
+
+ROBOTRL = [sys.executable, "-m", "robotrl.cli.main"]
+
+
+def tiny_policy(**overrides) -> DiffusionPolicy:
+    config = DiffusionConfig(
+        obs_keys=("observation.state",),
+        obs_dims=(5,),
+        action_dim=3,
+        n_obs=2,
+        horizon=8,
+        n_action_steps=4,
+        channels=(16, 32),
+        **overrides,
+    )
+    torch.manual_seed(0)
+    return DiffusionPolicy(config, [(np.zeros(5), np.ones(5))], (-np.ones(3), np.ones(3)))
+
+
+@pytest.fixture(scope="module")
+def reach_data(tmp_path_factory):
+    from tests.test_data import record
+
+    root = tmp_path_factory.mktemp("policy") / "reach"
+    record(root, task="Reach", episodes=4)
+    return root
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    policy = tiny_policy()
+    save_policy(policy, tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt")
+    window = {"observation.state": torch.rand(3, 2, 5)}
+    a = policy.eval().predict_chunk(window, generator=torch.Generator().manual_seed(1))
+    b = loaded.predict_chunk(window, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 8, 3)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert json.loads((tmp_path / "ckpt/config.json").read_text())["policy"] == "diffusion"
+
+
+def test_pickles_are_refused(tmp_path):
+    torch.save(tiny_policy().state_dict(), tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="refusing to load .* pickle"):
+        load_policy(tmp_path / "model.pt")
+    disguised = tmp_path / "weights.data"
+    disguised.write_bytes((tmp_path / "model.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_policy(disguised)
+    result = subprocess.run(
+        [*ROBOTRL, "eval", "--policy", str(tmp_path / "model.pt"), "--task", "Reach"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "refusing to load" in result.stderr
+
+
+def test_select_action_executes_n_action_steps_per_chunk():
+    policy = tiny_policy().eval()
+    calls = []
+    original = policy.predict_chunk
+    policy.predict_chunk = lambda window: calls.append(window) or original(window)
+    policy.reset()
+    actions = [policy.select_action({"state": np.full(5, 0.5, np.float32)}) for _ in range(9)]
+    assert len(calls) == 3  # steps 0, 4, 8 plan; the rest come from the queue
+    assert all(a.shape == (3,) and np.all(np.abs(a) <= 1 + 1e-6) for a in actions)
+    first_window = calls[0]["observation.state"]
+    torch.testing.assert_close(first_window[0, 0], first_window[0, 1])  # history padded at start
+
+
+def _cfg(data, out, steps, **kw):
+    return TrainConfig(
+        data=str(data),
+        out=str(out),
+        steps=steps,
+        batch_size=16,
+        warmup=2,
+        save_every=5,
+        eval_every=0,
+        horizon=8,
+        n_action_steps=4,
+        threads=1,
+        **kw,
+    )
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resumed_training_matches_uninterrupted(reach_data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from robotrl.policies import train as train_module
+
+    train(_cfg(reach_data, tmp_path / "straight", 10), progress=False)
+    save_state = train_module._save_state
+
+    def save_then_crash(path, step, *args):
+        save_state(path, step, *args)
+        if step == 5:
+            raise Crash  # dies right after the step-5 checkpoint, as a kill would
+
+    monkeypatch.setattr(train_module, "_save_state", save_then_crash)
+    with pytest.raises(Crash):
+        train(_cfg(reach_data, tmp_path / "resumed", 10), progress=False)
+    monkeypatch.setattr(train_module, "_save_state", save_state)
+    train(_cfg(reach_data, tmp_path / "resumed", 10), progress=False)  # continues from step 5
+    a = load_file(tmp_path / "straight/policy/model.safetensors")
+    b = load_file(tmp_path / "resumed/policy/model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    log = [json.loads(line) for line in (tmp_path / "resumed/log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 10
+
+
+def test_sigkill_during_training_then_restart_resumes(reach_data, tmp_path):
+    run = tmp_path / "run"
+
+    def args(steps):
+        return [
+            *ROBOTRL,
+            "train",
+            "--data",
+            str(reach_data),
+            "--out",
+            str(run),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "16",
+            "--save-every",
+            "5",
+            "--eval-every",
+            "0",
+            "--horizon",
+            "8",
+            "--n-action-steps",
+            "4",
+            "--threads",
+            "1",
+        ]
+
+    proc = subprocess.Popen(args(200), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "state/state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = json.loads((run / "state/state.json").read_text())["step"]
+    assert 0 < saved < 200
+    load_policy(run)  # the checkpoint left by the killed run loads
+    result = subprocess.run(args(saved + 10), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {run} from step {saved}" in result.stdout
+    assert json.loads((run / "state/state.json").read_text())["step"] > saved
