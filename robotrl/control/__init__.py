@@ -1,0 +1,33 @@
+"""Control-side safety: the layer every command passes through before it reaches an env.
+
+`safe(env)` wraps any `RobotEnv` in a `SafeEnv`; `Safety` is the filter itself, for loops that
+drive a driver directly; `Watchdog` is its timeout logic.
+"""
+
+from robotrl.control.safety import (
+    KINDS,
+    SafeEnv,
+    Safety,
+    SafetyConfig,
+    SafetyError,
+    safe,
+)
+from robotrl.control.watchdog import (
+    DRIVER_DEAD,
+    INFERENCE_STALL,
+    STALE_OBSERVATION,
+    Watchdog,
+)
+
+__all__ = [
+    "DRIVER_DEAD",
+    "INFERENCE_STALL",
+    "KINDS",
+    "STALE_OBSERVATION",
+    "SafeEnv",
+    "Safety",
+    "SafetyConfig",
+    "SafetyError",
+    "Watchdog",
+    "safe",
+]
