@@ -47,6 +47,7 @@ class CollectSummary:
 
 
 def collect(cfg: CollectConfig) -> CollectSummary:
+    from robotrl.control import safe
     from robotrl.data.recorder import Recorder
     from robotrl.tasks import make, task_name
     from robotrl.teleop import make_teleop, teleop_class
@@ -65,6 +66,9 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         action_mode=device_cls.required_action_mode,
     )
     recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
+    # Every command passes the safety layer before the recorder, so the dataset holds what
+    # the robot was actually sent.
+    guarded = safe(recorder)
     for message in recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)
     teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
@@ -75,9 +79,9 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         while summary.saved < cfg.episodes and not summary.quit:
             if cfg.max_seconds and time.monotonic() - start > cfg.max_seconds:
                 break
-            obs, _ = recorder.reset(seed=seed)
+            obs, _ = guarded.reset(seed=seed)
             teleop.reset()
-            outcome, achieved = _run_episode(recorder, teleop, obs, status, summary, Event)
+            outcome, achieved = _run_episode(guarded, recorder, teleop, obs, status, summary, Event)
             if outcome == "rerecord":
                 recorder.discard_episode()
                 summary.discarded += 1
@@ -120,7 +124,7 @@ def _device_options(cfg: CollectConfig) -> dict:
     return options
 
 
-def _run_episode(recorder, teleop, obs, status, summary, Event) -> tuple[str, float]:
+def _run_episode(guarded, recorder, teleop, obs, status, summary, Event) -> tuple[str, float]:
     """Step until the task or the human ends the episode; returns (outcome, achieved Hz)."""
     robot = recorder.unwrapped.robot
     hold = _hold_action(robot, obs)
@@ -136,7 +140,7 @@ def _run_episode(recorder, teleop, obs, status, summary, Event) -> tuple[str, fl
         action = hold if command.action is None else np.asarray(command.action, np.float32)
         hold = _hold_after(robot, action)
         # No policy runs here, so nothing is overridden: `intervention` is for HIL sessions.
-        obs, _, terminated, truncated, info = recorder.step(action)
+        obs, _, terminated, truncated, info = guarded.step(action)
         steps = recorder.episode_length
         achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else 0.0
         status.update(summary, steps, achieved)

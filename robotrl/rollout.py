@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from robotrl.control import SafeEnv, safe
 from robotrl.errors import RobotrlError
 from robotrl.video import caption
 
@@ -40,6 +41,7 @@ class RolloutSummary:
     wall_time_s: float
     successes: list[bool] = field(repr=False)
     lengths: list[int] = field(repr=False)
+    safety_interventions: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +77,8 @@ def rollout(
     env = env or make(
         cfg.task, robot=cfg.robot, obs_mode=cfg.obs_mode, render_mode="rgb_array" if film else None
     )
+    if not isinstance(env, SafeEnv):
+        env = safe(env)  # every command to an env passes the safety layer
     policy = policy or make_policy(cfg.policy, env)
     successes, lengths, frames = [], [], []
     step_time, start = 0.0, time.perf_counter()
@@ -120,5 +124,6 @@ def rollout(
         wall_time_s=time.perf_counter() - start,
         successes=successes,
         lengths=lengths,
+        safety_interventions=dict(env.safety.interventions),
     )
     return summary, frames

@@ -186,16 +186,17 @@ class MujocoEnv(RobotEnv):
     def _observation(self) -> dict[str, np.ndarray]:
         d = self.data
         obs = {}
+        # Proprioception is always observed (a real arm always reports its joints); obs_mode
+        # chooses the cameras. The safety layer needs the end-effector pose in every mode.
         state = np.zeros(len(self.robot.state_names), np.float32)
-        if "state" in self.obs_mode:
-            n, site = len(self.arm.qpos_adr), self.arm.ee_site
-            state[:n] = d.qpos[self.arm.qpos_adr]
-            if self.arm.gripper_actuator is not None:
-                state[n] = self.gripper_opening()
-                n += 1
-            state[n : n + 3] = d.site_xpos[site]
-            mujoco.mju_mat2Quat(self._quat, d.site_xmat[site])
-            state[n + 3 :] = self._quat
+        n, site = len(self.arm.qpos_adr), self.arm.ee_site
+        state[:n] = d.qpos[self.arm.qpos_adr]
+        if self.arm.gripper_actuator is not None:
+            state[n] = self.gripper_opening()
+            n += 1
+        state[n : n + 3] = d.site_xpos[site]
+        mujoco.mju_mat2Quat(self._quat, d.site_xmat[site])
+        state[n + 3 :] = self._quat
         obs["state"] = state
         if self.environment_state_names:
             obs["environment_state"] = self.task_environment_state().astype(np.float32)
