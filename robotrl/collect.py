@@ -87,9 +87,12 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                 summary.discarded += 1
                 continue  # same seed again
             seed += 1
-            if outcome == "quit" or (outcome == "failure" and not cfg.keep_failures):
+            if outcome == "quit":
                 recorder.discard_episode()
-                summary.discarded += outcome != "quit"
+                continue
+            if outcome == "failure" and not cfg.keep_failures:
+                recorder.discard_episode()
+                summary.discarded += 1
                 continue
             recorder.save_episode(success=outcome == "success")
             summary.saved += 1

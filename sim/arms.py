@@ -140,7 +140,7 @@ def _pusher_xml() -> str:
 </body>"""
 
 
-def _arm_xml(name: str, dh, modified: bool, flange_d: float, home, tool: str, hand_yaw: float):
+def _arm_xml(name: str, dh, modified: bool, flange_d: float, tool: str, hand_yaw: float):
     offsets = _link_offsets(dh, modified, flange_d)
     body_xml, close = [], []
     for i, joint in enumerate(dh):
@@ -205,7 +205,7 @@ def builtin_arm(name: str, tool: str = "gripper") -> ArmModel:
     joints = tuple(f"joint{i + 1}" for i in range(len(dh)))
     return ArmModel(
         name=name,
-        mjcf=_arm_xml(name, dh, modified, flange_d, home, tool, yaw),
+        mjcf=_arm_xml(name, dh, modified, flange_d, tool, yaw),
         joint_names=joints,
         actuator_names=joints,
         ee_site="ee_site",

@@ -35,10 +35,8 @@ def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel statistics of uint8 frames [T, H, W, 3], values in [0, 1], shape [3, 1, 1]."""
     step = max(1, len(frames) // IMAGE_SAMPLE_FRAMES)
     pixels = frames[::step].reshape(-1, 3).astype(np.float64) / 255.0
-    stats = feature_stats(pixels)
-    return {k: (v if k == "count" else v.reshape(3, 1, 1)) for k, v in stats.items()} | {
-        "count": np.array([len(frames)])
-    }
+    stats = {k: v.reshape(3, 1, 1) for k, v in feature_stats(pixels).items() if k != "count"}
+    return stats | {"count": np.array([len(frames)])}  # frames, not sampled pixels
 
 
 def aggregate(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict:

@@ -32,20 +32,15 @@ class WindowDataset(torch.utils.data.Dataset):
         episode_of_row = np.repeat(np.arange(dataset.num_episodes), lengths)
         self._first = dataset.starts[episode_of_row]  # per row: its episode's first row
         self._last = dataset.ends[episode_of_row] - 1
-        self._rows = (
-            np.concatenate([np.arange(s, e) for s, e in zip(dataset.starts, dataset.ends)])
-            if dataset.num_episodes
-            else np.zeros(0, int)
-        )
         self._obs_offsets = np.arange(-n_obs + 1, 1)
         self._act_offsets = np.arange(horizon)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self.dataset.num_frames  # sample i is dataset row i
 
     def __getitem__(self, index) -> dict[str, torch.Tensor]:
         single = np.isscalar(index)
-        rows = self._rows[np.atleast_1d(np.asarray(index))]
+        rows = np.atleast_1d(np.asarray(index))
         first, last = self._first[rows][:, None], self._last[rows][:, None]
         obs_rows = np.clip(rows[:, None] + self._obs_offsets, first, last)
         raw_act_rows = rows[:, None] + self._act_offsets
