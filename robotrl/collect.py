@@ -34,6 +34,9 @@ class CollectConfig:
     calibration: str | None = field(default=None, metadata={"help": "leader-arm calibration JSON"})
     keep_failures: bool = field(default=False, metadata={"help": "also save failed episodes"})
     max_seconds: float | None = field(default=None, metadata={"help": "stop after this long"})
+    env: str | None = field(
+        default=None, metadata={"help": "ros:CONFIG records through a ROS 2 arm (RosEnv)"}
+    )
 
 
 @dataclass
@@ -55,23 +58,29 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     if cfg.episodes < 1:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
-    device_cls = teleop_class(cfg.teleop)
+    device_cls = _teleop_class(cfg.teleop) if cfg.teleop == "ros" else teleop_class(cfg.teleop)
     human = cfg.teleop != "expert"
-    env = make(
-        cfg.task,
-        robot=cfg.robot,
-        obs_mode=cfg.obs_mode,
-        realtime=human,
-        image_size=(cfg.image_size, cfg.image_size),
-        action_mode=device_cls.required_action_mode,
-    )
+    if cfg.env:
+        env = _make_env(cfg, device_cls.required_action_mode)
+    else:
+        env = make(
+            cfg.task,
+            robot=cfg.robot,
+            obs_mode=cfg.obs_mode,
+            realtime=human,
+            image_size=(cfg.image_size, cfg.image_size),
+            action_mode=device_cls.required_action_mode,
+        )
     recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
     # Every command passes the safety layer before the recorder, so the dataset holds what
     # the robot was actually sent.
     guarded = safe(recorder)
     for message in recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)
-    teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
+    if cfg.teleop == "ros":
+        teleop = device_cls(env.robot)
+    else:
+        teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
     status = StatusLine(cfg, recorder.writer.num_episodes)
     summary, start = CollectSummary(), time.monotonic()
     seed = cfg.seed
@@ -104,6 +113,35 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         status.finish(summary)
     summary.wall_time_s = time.monotonic() - start
     return summary
+
+
+def _teleop_class(name: str):
+    """`ros`: actions from the ROS teleop topics (a teleop node, or the sim node's expert)."""
+    from robotrl.drivers.teleop_node import RosTeleop
+
+    return RosTeleop
+
+
+def _make_env(cfg: CollectConfig, action_mode: str | None):
+    """The env named by --env (`ros:CONFIG`), for the task being recorded."""
+    from robotrl.tasks import task_name
+
+    try:
+        from robotrl.envs import make_env
+    except ImportError:
+        make_env = None
+    options = {"task": task_name(cfg.task)}
+    if action_mode:
+        options["action_mode"] = action_mode
+    if cfg.obs_mode == "state":
+        options["cameras"] = ()
+    if make_env is not None:
+        return make_env(cfg.env, **options)
+    if not cfg.env.startswith("ros:"):
+        raise RobotrlError(f"unknown --env '{cfg.env}': use ros:CONFIG (e.g. ros:sim_panda)")
+    from robotrl.drivers.ros_env import make_ros_env
+
+    return make_ros_env(cfg.env.removeprefix("ros:"), **options)
 
 
 DEVICE_PATH_OPTION = {

@@ -166,7 +166,9 @@ class PushTEnv(MujocoEnv):
     default_control_hz = 10.0
     max_episode_steps = 300
     tool = "pusher"
-    environment_state_names = ("block.x", "block.y", "block.yaw")
+    # yaw as cos/sin: the wrapped angle jumps by 2 pi inside the reset range, which a policy
+    # would have to learn around
+    environment_state_names = ("block.x", "block.y", "block.cos_yaw", "block.sin_yaw")
     object_body_names = ("block",)
 
     def task_build(self, spec):
@@ -201,7 +203,8 @@ class PushTEnv(MujocoEnv):
         return pose
 
     def task_environment_state(self):
-        return self.block_pose()
+        x, y, yaw = self.block_pose()
+        return np.array([x, y, math.cos(yaw), math.sin(yaw)])
 
     def task_evaluate(self):
         cov = coverage(self.block_pose())

@@ -1,7 +1,9 @@
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 150))
+# Assigned, not defaulted: xdist workers inherit the parent's environment, and each worker
+# needs a DDS domain of its own.
+os.environ["ROS_DOMAIN_ID"] = str(40 + os.getpid() % 150)
 
 import pytest  # noqa: E402
 

@@ -108,20 +108,20 @@ class Crash(Exception):
 def test_resumed_training_matches_uninterrupted(reach_data, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from robotrl.policies import train as train_module
+    from robotrl.policies import runs as train_module
 
     train(_cfg(reach_data, tmp_path / "straight", 10), progress=False)
-    save_state = train_module._save_state
+    save_state = train_module.save_state
 
     def save_then_crash(path, step, *args):
         save_state(path, step, *args)
         if step == 5:
             raise Crash  # dies right after the step-5 checkpoint, as a kill would
 
-    monkeypatch.setattr(train_module, "_save_state", save_then_crash)
+    monkeypatch.setattr(train_module, "save_state", save_then_crash)
     with pytest.raises(Crash):
         train(_cfg(reach_data, tmp_path / "resumed", 10), progress=False)
-    monkeypatch.setattr(train_module, "_save_state", save_state)
+    monkeypatch.setattr(train_module, "save_state", save_state)
     train(_cfg(reach_data, tmp_path / "resumed", 10), progress=False)  # continues from step 5
     a = load_file(tmp_path / "straight/policy/model.safetensors")
     b = load_file(tmp_path / "resumed/policy/model.safetensors")

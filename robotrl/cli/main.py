@@ -139,13 +139,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from robotrl.policies.distill import DistillConfig, distill
+
+    run = distill(config_from_args(DistillConfig, args))
+    print(f"distilled {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
+    return 0
+
+
+def cmd_bench_policy(args) -> int:
+    from robotrl.policies.bench import bench_policy, format_table
+
+    rows = bench_policy(args.policy, args.repeats, args.threads)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
 def cmd_eval(args) -> int:
     from robotrl.policies.checkpoint import load_policy
     from robotrl.policies.evaluate import evaluate
 
     policy = load_policy(args.policy)
-    if args.sampler:
-        policy.set_sampler(args.sampler, args.steps or policy.sampler_steps)
+    if args.sampler and policy.kind != "diffusion":
+        raise RobotrlError(
+            f"--sampler is for diffusion policies; a {policy.kind} policy takes --steps"
+        )
+    if args.sampler or args.steps:
+        policy.set_sampler(args.sampler or "ddim", args.steps or policy.sampler_steps)
     task = args.task or policy.config.meta.get("task")
     if not task:
         raise RobotrlError("--task is required: the checkpoint does not say which task it is for")
@@ -224,16 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
+    from robotrl.policies.distill import DistillConfig
+
+    p = sub.add_parser("distill", help="distill a diffusion run into a consistency policy")
+    add_config_args(p, DistillConfig)
+    p.set_defaults(func=cmd_distill)
+
+    p = bench.add_parser("policy", help="chunk latency: DDPM-100, DDIM-10, consistency 1/3-step")
+    p.add_argument("--policy", default=None, help="checkpoint (default: an untrained network)")
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_policy)
+
     p = sub.add_parser("eval", help="success rate of a checkpoint on a task, unseen seeds")
     p.add_argument("--policy", required=True, help="checkpoint or run directory")
     p.add_argument("--task", default=None, help="default: the task it was trained on")
     p.add_argument("--robot", default=None)
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--sampler", default=None, choices=("ddpm", "ddim", "dpm"))
-    p.add_argument("--steps", type=int, default=None, help="sampling steps")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (network evals)")
     p.add_argument("--video", default=None, help="write an MP4 of the first episode")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    from robotrl.drivers.commands import register as register_drivers
+
+    register_drivers(sub, bench)
 
     p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
     p.add_argument("--out", default="out/demo")

@@ -22,9 +22,13 @@ class CheckpointError(RobotrlError):
 
 
 def policy_classes() -> dict:
+    from robotrl.policies.consistency import ConsistencyConfig, ConsistencyPolicy
     from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
 
-    return {"diffusion": (DiffusionPolicy, DiffusionConfig)}
+    return {
+        "diffusion": (DiffusionPolicy, DiffusionConfig),
+        "consistency": (ConsistencyPolicy, ConsistencyConfig),
+    }
 
 
 def save_policy(policy, path: str | Path, extra: dict | None = None) -> Path:
@@ -70,7 +74,13 @@ def load_policy(path: str | Path):
         raise CheckpointError(f"no checkpoint at {path}: expected {CONFIG} and {WEIGHTS}")
     try:
         meta = json.loads((path / CONFIG).read_text())
-        policy_cls, config_cls = policy_classes()[meta["policy"]]
+        classes = policy_classes()
+        if meta.get("policy") not in classes:
+            raise CheckpointError(
+                f"{path} holds a policy of type {meta.get('policy')!r}; this version knows "
+                f"{', '.join(classes)}"
+            )
+        policy_cls, config_cls = classes[meta["policy"]]
         policy = policy_cls(config_cls.from_dict(meta["config"]))
         policy.load_state_dict(load_file(path / WEIGHTS))
     except (json.JSONDecodeError, KeyError, TypeError, RuntimeError, SafetensorError) as e:

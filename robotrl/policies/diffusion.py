@@ -2,9 +2,11 @@
 an action chunk; training noise comes from diffusers' DDPM scheduler, sampling from DDPM,
 DDIM or DPM-Solver with a configurable number of steps.
 
-Inputs are the features named in `obs_keys` (e.g. `observation.state` and
-`observation.environment_state`), each min/max-normalized inside the policy, concatenated
-per timestep over an observation history of `n_obs` frames.
+Inputs are the vector features named in `obs_keys` (e.g. `observation.state` and
+`observation.environment_state`), each min/max-normalized inside the policy, and optionally
+camera images (`image_keys`, uint8 HWC) through per-camera ResNet-18-GN + spatial-softmax
+encoders with random-crop augmentation (`robotrl.policies.encoders`), all concatenated per
+timestep over an observation history of `n_obs` frames.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class DiffusionConfig:
     sampler: str = "ddim"
     inference_steps: int = 10
     fps: float = 10.0
+    image_keys: tuple[str, ...] = ()  # e.g. observation.images.front; empty: state only
+    image_shapes: tuple[tuple[int, int, int], ...] = ()
+    image_feature_dim: int = 64  # features per camera
+    image_base_width: int = 12  # ResNet width: 64 is the full ResNet-18
+    crop_ratio: float = 0.9
     meta: dict = field(default_factory=dict)  # task, robot: for humans and `eval` defaults
 
     def to_dict(self) -> dict:
@@ -42,8 +49,10 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DiffusionConfig:
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        def frozen(value):
+            return tuple(frozen(v) for v in value) if isinstance(value, list) else value
+
+        return cls(**{k: frozen(v) for k, v in d.items()})
 
 
 def make_scheduler(kind: str, train_steps: int):
@@ -79,9 +88,22 @@ class DiffusionPolicy(nn.Module):
             if action_stats
             else MinMaxNormalizer.empty(config.action_dim)
         )
-        self.net = ConditionalUnet1D(config.action_dim, config.n_obs * sum(dims), config.channels)
+        self.image_encoder = None
+        features = sum(dims)
+        if config.image_keys:
+            from robotrl.policies.encoders import ImageEncoder
+
+            self.image_encoder = ImageEncoder(
+                dict(zip(config.image_keys, config.image_shapes)),
+                feature_dim=config.image_feature_dim,
+                base_width=config.image_base_width,
+                crop_ratio=config.crop_ratio,
+            )
+            features += self.image_encoder.out_dim
+        self.net = ConditionalUnet1D(config.action_dim, config.n_obs * features, config.channels)
         self.train_scheduler = make_scheduler("ddpm", config.train_steps)
-        self.set_sampler(config.sampler, config.inference_steps)
+        self.sampler = make_scheduler(config.sampler, config.train_steps)
+        self.sampler_steps = config.inference_steps
         self.reset()
 
     def set_sampler(self, kind: str, steps: int) -> None:
@@ -94,6 +116,8 @@ class DiffusionPolicy(nn.Module):
         parts = [
             norm.normalize(batch[k].float()) for k, norm in zip(self.config.obs_keys, self.obs_norm)
         ]
+        if self.image_encoder is not None:
+            parts.append(self.image_encoder(batch))
         return torch.cat(parts, dim=-1).flatten(1)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -134,14 +158,13 @@ class DiffusionPolicy(nn.Module):
             k: torch.as_tensor(np.asarray(obs[k.removeprefix("observation.")], np.float32))
             for k in self.config.obs_keys
         }
+        for k in self.config.image_keys:
+            frame[k] = torch.as_tensor(np.asarray(obs[k.removeprefix("observation.")]))
         if not self._obs_history:  # pad the history at the episode start
             self._obs_history.extend([frame] * self.config.n_obs)
         self._obs_history.append(frame)
         if not self._actions:
-            window = {
-                k: torch.stack([f[k] for f in self._obs_history])[None]
-                for k in self.config.obs_keys
-            }
+            window = {k: torch.stack([f[k] for f in self._obs_history])[None] for k in frame}
             chunk = self.predict_chunk(window)[0]
             self._actions.extend(chunk[: self.config.n_action_steps].numpy())
         return self._actions.popleft()

@@ -1,0 +1,122 @@
+"""`robotrl distill`: consistency distillation of a trained diffusion policy (the teacher)
+into a consistency policy that samples a chunk in 1 (or a few) network evaluations.
+
+The loss, per batch (Song et al. 2023, consistency distillation, as in Consistency Policy):
+  pick a grid level n+1, noise the demonstrated chunk to x_{n+1} = x0 + sigma_{n+1} z,
+  take one Heun step of the teacher's probability-flow ODE down to sigma_n,
+  and pull the student's f(x_{n+1}, sigma_{n+1}) toward the target network's f(x_n, sigma_n)
+  (pseudo-Huber distance; the target is a slow EMA of the student).
+Both sides of a step land on the same trajectory's end point exactly when the student is
+consistent along the teacher's ODE. The student starts from the teacher's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from robotrl.errors import RobotrlError
+from robotrl.policies.runs import LoopConfig, ema_update, fit
+
+
+@dataclass
+class DistillConfig(LoopConfig):
+    teacher: str = field(default="", metadata={"help": "diffusion run or checkpoint directory"})
+    out: str = field(default="runs/consistency", metadata={"help": "run directory (resumes)"})
+    data: str = field(default="", metadata={"help": "dataset (default: the teacher's)"})
+    steps: int = field(default=1500, metadata={"help": "optimizer steps"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    warmup: int = field(default=50, metadata={"help": "warm-up steps"})
+    target_decay: float = field(default=0.95, metadata={"help": "EMA decay of the target net"})
+    grid_points: int = field(default=20, metadata={"help": "noise levels of the ODE grid"})
+    sigma_max: float = field(default=2.0, metadata={"help": "top noise level of the grid"})
+    sample_steps: int = field(default=1, metadata={"help": "default sampling steps per chunk"})
+
+
+def distill(cfg: DistillConfig, progress: bool = True) -> Path:
+    from robotrl.data.dataset import Dataset
+    from robotrl.data.windows import WindowDataset
+    from robotrl.policies.checkpoint import load_policy
+    from robotrl.policies.consistency import ConsistencyPolicy
+
+    if not cfg.teacher:
+        raise RobotrlError("--teacher is required: a diffusion run or checkpoint directory")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    teacher = load_policy(cfg.teacher)
+    if teacher.kind != "diffusion":
+        raise RobotrlError(f"--teacher must be a diffusion policy, {cfg.teacher} is {teacher.kind}")
+    teacher.requires_grad_(False).eval()
+    data = cfg.data or teacher.config.meta.get("data", "")
+    if not data:
+        raise RobotrlError("--data is required: the teacher does not name its dataset")
+    config = teacher.config
+    dataset = Dataset(data)
+    needed = (*config.obs_keys, *config.image_keys, "action")
+    missing = [k for k in needed if k not in dataset.features]
+    if missing:
+        raise RobotrlError(f"{data} lacks {', '.join(missing)}, which the teacher was trained on")
+    expected = {**dict(zip(config.obs_keys, config.obs_dims)), "action": config.action_dim}
+    for key, dim in expected.items():
+        if tuple(dataset.features[key]["shape"]) != (dim,):
+            raise RobotrlError(
+                f"{data}: {key} has shape {tuple(dataset.features[key]['shape'])}, the teacher "
+                f"was trained on ({dim},)"
+            )
+    windows = WindowDataset(
+        dataset, config.n_obs, config.horizon, config.obs_keys, config.image_keys
+    )
+
+    student = ConsistencyPolicy.from_teacher(
+        teacher,
+        grid_points=cfg.grid_points,
+        sigma_max=cfg.sigma_max,
+        sample_steps=cfg.sample_steps,
+    )
+    student.config.meta = {**config.meta, "teacher": str(cfg.teacher)}
+    target = copy.deepcopy(student).requires_grad_(False)
+    sigmas = student.grid_sigmas
+    levels = len(sigmas)
+
+    def heun_step(x, n_plus_1, n, cond):
+        """One Heun step of the teacher's ODE from grid level n+1 down to level n."""
+        s_hi, s_lo = sigmas[n_plus_1].view(-1, 1, 1), sigmas[n].view(-1, 1, 1)
+        t_hi, t_lo = student.grid_timesteps[n_plus_1], student.grid_timesteps[n]
+        d_hi = (x - student.denoise(teacher.net, x, t_hi, s_hi, cond).clamp(-1, 1)) / s_hi
+        x_lo = x + (s_lo - s_hi) * d_hi
+        d_lo = (x_lo - student.denoise(teacher.net, x_lo, t_lo, s_lo, cond).clamp(-1, 1)) / s_lo
+        return x + (s_lo - s_hi) * (d_hi + d_lo) / 2
+
+    chunk_size = config.horizon * config.action_dim
+    huber_c = 0.00054 * chunk_size**0.5  # Song & Dhariwal 2023's pseudo-Huber constant
+
+    def loss_fn(batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x0 = student.action_norm.normalize(batch["action"].float())
+        n = torch.randint(0, levels - 1, (len(x0),), generator=generator)
+        z = torch.randn(x0.shape, generator=generator)
+        x_hi = x0 + sigmas[n + 1].view(-1, 1, 1) * z
+        with torch.no_grad():
+            teacher_cond = teacher.condition(batch)
+            x_lo = heun_step(x_hi, n + 1, n, teacher_cond)
+            target_cond = target.condition(batch)
+            goal = target.consistency(x_lo, n, target_cond)
+        predicted = student.consistency(x_hi, n + 1, student.condition(batch))
+        diff = predicted - goal
+        if "action_is_pad" in batch:  # padded steps past the episode end teach nothing
+            diff = diff * (~batch["action_is_pad"])[..., None]
+        distance = (diff.flatten(1).pow(2).sum(1) + huber_c**2).sqrt() - huber_c
+        return distance.mean()
+
+    def after_step(step: int) -> None:
+        ema_update(target, student, cfg.target_decay)
+
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "distill_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    fit(run, cfg, student, loss_fn, windows, {"target": target}, after_step, progress=progress)
+    return run

@@ -1,0 +1,223 @@
+"""What every policy-fitting run shares (`train` and `distill`): the optimizer loop with
+warm-up + cosine LR, EMA weights, periodic success evaluation, `log.jsonl` + `curves.png`,
+and resumable state.
+
+A run directory holds `policy/` (the EMA weights: the checkpoint to deploy), `state/` (raw
+weights, optimizer, schedule and RNG states: everything to resume, as safetensors + JSON, no
+pickle), `log.jsonl` and `curves.png`. Started again on the same directory after a kill, a
+run continues from the last saved step and draws the same batches it would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+@dataclass
+class LoopConfig:
+    steps: int = field(default=4000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=256, metadata={"help": "windows per step"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    warmup: int = field(default=200, metadata={"help": "warm-up steps"})
+    ema_decay: float = field(default=0.995, metadata={"help": "EMA decay of the weights"})
+    save_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
+    eval_every: int = field(default=1000, metadata={"help": "steps between success evals; 0 off"})
+    eval_episodes: int = field(default=10, metadata={"help": "episodes per evaluation"})
+    seed: int = field(default=0, metadata={"help": "seed of everything"})
+    threads: int = field(default=0, metadata={"help": "torch threads (0: all cores)"})
+
+
+def fit(
+    run: Path,
+    cfg: LoopConfig,
+    model: torch.nn.Module,
+    loss_fn: Callable[[dict, torch.Generator], torch.Tensor],
+    windows,
+    modules: dict[str, torch.nn.Module] | None = None,
+    after_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> torch.nn.Module:
+    """Minimize `loss_fn(batch, noise_generator)` over `model`'s parameters; returns the EMA
+    copy (also saved as `run/policy`). `modules` are further networks whose state belongs
+    to the run (e.g. a distillation target), `after_step(step)` runs after each update."""
+    import copy
+
+    from robotrl.policies.checkpoint import save_policy
+
+    ema = copy.deepcopy(model).requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=1e-6)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, cfg))
+    rng = np.random.default_rng(cfg.seed)  # which windows each batch draws
+    noise = torch.Generator().manual_seed(cfg.seed)  # diffusion noise and steps
+    state_modules = {"model": model, "ema": ema, **(modules or {})}
+    step = 0
+    if (run / "state").is_dir():
+        step = load_state(run / "state", state_modules, optimizer, schedule, rng, noise)
+        print(f"resuming {run} from step {step}")
+    run.mkdir(parents=True, exist_ok=True)
+    task, robot = model.config.meta.get("task"), model.config.meta.get("robot")
+
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=f"{run.name}",
+        unit="step",
+        disable=None if progress else True,
+    )
+    started, losses = time.monotonic(), []
+    model.train()
+    while step < cfg.steps:
+        batch = windows[rng.integers(0, len(windows), cfg.batch_size)]
+        loss = loss_fn(batch, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))  # EMA warm-up
+        if after_step:
+            after_step(step)
+        losses.append(loss.item())
+        bar.update(1)
+        checkpoint = step % cfg.save_every == 0 or step == cfg.steps
+        if step % 50 == 0 or checkpoint:
+            record = {
+                "step": step,
+                "loss": float(np.mean(losses)),
+                "lr": schedule.get_last_lr()[0],
+                "seconds": time.monotonic() - started,
+            }
+            losses = []
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps) and task:
+                record["success"] = success_rate(ema, task, robot, cfg.eval_episodes)
+            bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "success") if k in record})
+            with open(run / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+        if checkpoint:
+            save_policy(ema, run / "policy", {"step": step})
+            save_state(run / "state", step, state_modules, optimizer, schedule, rng, noise)
+            plot_curves(run)
+    bar.close()
+    return ema
+
+
+def cosine(step: int, cfg: LoopConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def success_rate(policy, task: str, robot: str | None, episodes: int) -> float:
+    from robotrl.policies.evaluate import evaluate
+
+    policy.eval()
+    result = evaluate(policy, task, robot=robot or "panda", episodes=episodes, progress=False)
+    return result["success_rate"]
+
+
+# ---- resumable state: safetensors for tensors, JSON for the rest ---------------------------
+def save_state(path: Path, step, modules: dict, optimizer, schedule, rng, noise) -> None:
+    """Everything to resume a run: `modules` ({name: nn.Module}), optimizer, LR schedule,
+    the numpy batch RNG and the torch noise generator, swapped into place atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+    opt = optimizer.state_dict()
+    for index, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"opt.{index}.{name}"] = torch.as_tensor(value)
+    tensors["rng.noise"] = noise.get_state()
+    meta = {
+        "step": step,
+        "param_groups": opt["param_groups"],
+        "schedule": schedule.state_dict(),
+        "rng": rng.bit_generator.state,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(
+        {k: v.detach().contiguous().clone() for k, v in tensors.items()}, tmp / "state.safetensors"
+    )
+    (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)  # a kill before this line leaves the previous state in place
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(path: Path, modules: dict, optimizer, schedule, rng, noise) -> int:
+    from safetensors.torch import load_file
+
+    tensors = load_file(path / "state.safetensors")
+    meta = json.loads((path / "state.json").read_text())
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    schedule.load_state_dict(meta["schedule"])
+    rng.bit_generator.state = meta["rng"]
+    noise.set_state(tensors["rng.noise"])
+    return int(meta["step"])
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in the training state")
+
+
+def plot_curves(run: Path) -> Path:
+    """Loss and success rate against steps, as `curves.png` in the run directory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log = run / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    evals = [r for r in records if "success" in r]
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in evals], [r["success"] for r in evals], "o-", color="C1")
+        ax2.set_ylabel("success rate", color="C1")
+        ax2.set_ylim(0, 1.05)
+    ax.set_title(run.name)
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=90)
+    plt.close(fig)
+    return run / "curves.png"

@@ -1,0 +1,152 @@
+"""Consistency policy: the EDM view of the teacher, boundary condition, distillation, chained
+sampling, checkpoints, latency benchmark and the errors a user can cause."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from robotrl.policies.checkpoint import load_policy, save_policy
+from robotrl.policies.consistency import ConsistencyPolicy, karras_indices
+from robotrl.policies.distill import DistillConfig, distill
+from robotrl.policies.train import TrainConfig, train
+from tests.test_policies import reach_data, tiny_policy  # noqa: F401  (fixture)
+
+ROBOTRL = [sys.executable, "-m", "robotrl.cli.main"]
+
+
+def test_karras_grid_uses_trained_timesteps_below_sigma_max():
+    sigmas = np.geomspace(0.02, 2000, 100)
+    grid = karras_indices(sigmas, 20, 7.0, 80.0)
+    assert grid[0] == 0 and np.all(np.diff(grid) > 0)
+    assert sigmas[grid[-1]] <= 80.0 and sigmas[grid[-1] + 1] > 80.0
+    # Karras spacing packs the grid at low noise: the first gap is the smallest in sigma
+    assert np.diff(sigmas[grid])[0] == np.diff(sigmas[grid]).min()
+
+
+def test_student_starts_as_the_teacher_and_keeps_the_boundary_condition():
+    teacher = tiny_policy().eval()
+    student = ConsistencyPolicy.from_teacher(teacher).eval()
+    window = {"observation.state": torch.rand(4, 2, 5)}
+    cond = student.condition(window)
+    x = torch.randn(4, 8, 3)
+    lowest = torch.zeros(4, dtype=torch.long)
+    # f(x, sigma_min) = x exactly: the consistency boundary condition
+    torch.testing.assert_close(student.consistency(x, lowest, cond), x, rtol=0, atol=0)
+    # at the top of the grid f is (almost exactly) the teacher's denoiser
+    top = torch.full((4,), len(student.grid_sigmas) - 1, dtype=torch.long)
+    sigma = student.grid_sigmas[top]
+    teacher_d = student.denoise(teacher.net, x * sigma[0], student.grid_timesteps[top], sigma, cond)
+    torch.testing.assert_close(
+        student.consistency(x * sigma[0], top, cond), teacher_d, atol=1e-2, rtol=0
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_chained_sampling_evaluates_the_network_once_per_step(steps):
+    student = ConsistencyPolicy.from_teacher(tiny_policy()).eval()
+    student.set_sampler("cm", steps)
+    calls = []
+    student.net.register_forward_hook(lambda *a: calls.append(1))
+    chunk = student.predict_chunk({"observation.state": torch.rand(2, 2, 5)})
+    assert chunk.shape == (2, 8, 3) and len(calls) == steps
+    assert torch.all(chunk.abs() <= 1 + 1e-6)  # within the action normalizer's range
+
+
+@pytest.fixture(scope="module")
+def teacher_run(reach_data, tmp_path_factory):  # noqa: F811
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = TrainConfig(
+        data=str(reach_data),
+        out=str(run),
+        steps=30,
+        batch_size=32,
+        warmup=2,
+        save_every=30,
+        eval_every=0,
+        horizon=8,
+        n_action_steps=4,
+        threads=1,
+    )
+    train(cfg, progress=False)
+    return run
+
+
+def test_distillation_lowers_its_loss_and_saves_a_consistency_checkpoint(teacher_run, tmp_path):
+    cfg = DistillConfig(
+        teacher=str(teacher_run),
+        out=str(tmp_path / "cm"),
+        steps=40,
+        batch_size=32,
+        warmup=2,
+        lr=3e-4,
+        save_every=20,
+        eval_every=0,
+        threads=1,
+    )
+    run = distill(cfg, progress=False)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 40 and log[-1]["loss"] < log[0]["loss"]
+    student = load_policy(run)
+    assert student.kind == "consistency" and student.config.meta["teacher"] == str(teacher_run)
+    c = student.config
+    window = {k: torch.rand(1, 2, d) for k, d in zip(c.obs_keys, c.obs_dims)}
+    a = student.predict_chunk(window, generator=torch.Generator().manual_seed(3))
+    save_policy(student, tmp_path / "copy")
+    b = load_policy(tmp_path / "copy").predict_chunk(
+        window, generator=torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # the round trip is exact
+
+
+def _run(*args, timeout=120):
+    return subprocess.run([*ROBOTRL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_distill_refuses_a_consistency_teacher_and_mismatched_data(teacher_run, tmp_path):
+    student = ConsistencyPolicy.from_teacher(tiny_policy())
+    save_policy(student, tmp_path / "student")
+    result = _run("distill", "--teacher", str(tmp_path / "student"), "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "must be a diffusion policy" in result.stderr
+    from tests.test_data import record
+
+    record(tmp_path / "push", task="PushT", episodes=1)  # other features than the teacher's
+    result = _run(
+        "distill", "--teacher", str(teacher_run), "--data", str(tmp_path / "push"), "--out", "x"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_corrupt_and_foreign_checkpoints_fail_in_one_line(teacher_run, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(teacher_run / "policy", bad)
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = _run("eval", "--policy", str(bad), "--task", "Reach", "--episodes", "1")
+    assert result.returncode == 2 and "corrupt checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    other = tmp_path / "other"
+    shutil.copytree(teacher_run / "policy", other)
+    meta = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**meta, "policy": "act"}))
+    result = _run("eval", "--policy", str(other), "--task", "Reach", "--episodes", "1")
+    assert result.returncode == 2 and "type 'act'" in result.stderr
+    # a Reach policy on PushT: observation shapes differ
+    result = _run("eval", "--policy", str(teacher_run), "--task", "PushT", "--episodes", "1")
+    assert result.returncode == 2 and "policy expects" in result.stderr, result.stderr
+
+
+def test_bench_policy_measures_the_consistency_speed_up():
+    result = _run("bench", "policy", "--json", "--repeats", "5", "--threads", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {r["sampler"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {"DDPM-100", "DDIM-10", "consistency-1", "consistency-3"}
+    # 10 network evaluations against 1: even a busy machine shows most of that
+    assert rows["consistency-1"]["median_ms"] * 3 < rows["DDIM-10"]["median_ms"]
+    assert rows["DDIM-10"]["median_ms"] * 3 < rows["DDPM-100"]["median_ms"]
