@@ -172,3 +172,40 @@ def test_sigkill_during_training_then_restart_resumes(reach_data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"resuming {run} from step {saved}" in result.stdout
     assert json.loads((run / "state/state.json").read_text())["step"] > saved
+
+
+def test_image_policy_trains_and_runs_in_eval(tmp_path):
+    from robotrl.policies.evaluate import evaluate
+    from tests.test_data import record
+
+    record(tmp_path / "pixels", task="Lift", episodes=2, obs_mode="state+pixels")
+    cfg = _cfg(tmp_path / "pixels", tmp_path / "run", 6, cameras="all")
+    cfg.batch_size = 8
+    run = train(cfg, progress=False)
+    policy = load_policy(run)
+    assert policy.config.image_keys == ("observation.images.front", "observation.images.wrist")
+    assert policy.config.obs_keys == ("observation.state",)  # no privileged state with cameras
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert np.isfinite(log[-1]["loss"])
+    result = evaluate(policy, "Lift", episodes=1, progress=False)
+    assert result["episodes"] == 1 and result["mean_episode_length"] > 0
+
+
+def test_unknown_camera_is_a_one_line_error(reach_data, tmp_path):
+    result = subprocess.run(
+        [
+            *ROBOTRL,
+            "train",
+            "--data",
+            str(reach_data),
+            "--out",
+            str(tmp_path / "r"),
+            "--cameras",
+            "top",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no camera 'observation.images.top'" in result.stderr
