@@ -29,7 +29,7 @@ def test_karras_grid_uses_trained_timesteps_below_sigma_max():
 
 def test_student_starts_as_the_teacher_and_keeps_the_boundary_condition():
     teacher = tiny_policy().eval()
-    student = ConsistencyPolicy.from_teacher(teacher).eval()
+    student = ConsistencyPolicy.from_teacher(teacher, sigma_max=80.0).eval()
     window = {"observation.state": torch.rand(4, 2, 5)}
     cond = student.condition(window)
     x = torch.randn(4, 8, 3)

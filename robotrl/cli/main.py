@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_drivers(sub, bench)
 
+    from robotrl.control.commands import register as register_runtime
+
+    register_runtime(sub, bench)
+
     p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--episodes", type=int, default=100, help="episodes per task and arm")

@@ -321,6 +321,11 @@ class Safety:
     def estopped(self) -> bool:
         return self.estop_reason is not None
 
+    def hold_command(self, obs) -> np.ndarray:
+        """The command that keeps the robot where it is (what a trip sends), for a loop that has
+        no fresh action for this tick. It passes `filter` untouched."""
+        return self._hold_command(self._state(obs), strict=True)
+
     def report(self) -> str:
         """Interventions so far, one line per kind."""
         width = max(map(len, KINDS))

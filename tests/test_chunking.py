@@ -1,0 +1,148 @@
+"""Chunk execution strategies (pure bookkeeping) and the RTC guided sampler."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robotrl.control.chunking import Chunk, LatencyEstimate, make_strategy, rtc_weights
+from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
+from robotrl.policies.guided import can_guide, guided_chunk
+
+H, A = 8, 2
+
+
+def chunk(start: int, value: float | None = None) -> Chunk:
+    """A chunk whose action for tick t is (t, value): which chunk an action came from shows."""
+    ticks = np.arange(start, start + H, dtype=float)
+    tag = float(start) if value is None else value
+    return Chunk(np.stack([ticks, np.full(H, tag)], axis=1), start)
+
+
+def test_receding_replaces_the_chunk_from_its_arrival_and_drops_the_past():
+    s = make_strategy("receding", H, execute_steps=4)
+    assert s.wants_inference(0, delay=0)
+    s.add(chunk(0), tick=0)
+    assert [s.wants_inference(t, delay=2) for t in range(6)] == [False] * 4 + [True] * 2
+    # a slow policy is asked sooner, so that its chunk lands before this one runs out
+    assert [s.wants_inference(t, delay=6) for t in range(4)] == [False, False, True, True]
+    # requested at tick 4, landed during tick 6: its actions for ticks 4 and 5 are in the past
+    s.add(chunk(4), tick=6)
+    assert s.dropped == 2
+    assert s.action(6).tolist() == [6, 4]  # the new chunk's action for tick 6, not its first
+    assert s.remaining(6) == 6  # ticks 6..11
+    assert s.action(12) is None  # beyond every chunk: the loop holds
+
+
+def test_a_chunk_that_lands_after_its_horizon_is_all_dropped():
+    s = make_strategy("rtc", H, execute_steps=4)
+    s.add(chunk(0), tick=20)
+    assert s.dropped == H and s.action(20) is None and s.remaining(20) == 0
+
+
+def test_sync_executes_execute_steps_then_asks_and_never_drops():
+    s = make_strategy("sync", H, execute_steps=3)
+    assert s.blocking
+    s.add(chunk(0), tick=0)
+    assert [s.action(t) is not None for t in range(4)] == [True, True, True, False]
+    assert [s.wants_inference(t, 0) for t in range(4)] == [False, False, False, True]
+    assert s.dropped == 0
+
+
+def test_temporal_ensemble_weights_older_chunks_by_exp_minus_k_i():
+    k = 0.5
+    s = make_strategy("ensemble", H, execute_steps=1, k=k)
+    assert s.wants_inference(0, 0) and not s.blocking
+    s.add(chunk(0, value=1.0), tick=0)
+    s.add(chunk(1, value=3.0), tick=1)
+    s.add(chunk(2, value=7.0), tick=2)
+    w = np.exp(-k * np.arange(3))  # the oldest chunk weighs 1
+    assert s.action(2)[1] == pytest.approx((w @ [1.0, 3.0, 7.0]) / w.sum())
+    assert s.action(2)[0] == pytest.approx(2.0)  # every chunk agrees on the tick's own entry
+    assert s.action(8)[1] == pytest.approx((w[:2] @ [3.0, 7.0]) / w[:2].sum())  # chunk 0 ended
+    assert s.remaining(8) == 2 and s.remaining(20) == 0  # ticks 8, 9 of chunk 2
+    s.add(chunk(12, value=0.0), tick=12)  # chunks that ended are forgotten
+    assert len(s.chunks) == 1
+
+
+def test_rtc_prefix_is_the_previous_chunk_on_the_new_chunks_ticks():
+    s = make_strategy("rtc", H, execute_steps=4)
+    assert s.prefix(0, delay=2) is None  # nothing to continue
+    s.add(chunk(0), tick=0)
+    p = s.prefix(4, delay=2)
+    overlap = H - 4  # the previous chunk covers ticks 4..7 of the new one
+    np.testing.assert_array_equal(p.actions[:overlap], chunk(0).actions[4:])
+    assert p.frozen == 2 and (p.actions[overlap:] == 0).all()
+    np.testing.assert_allclose(p.weights[:2], 1.0)
+    assert (p.weights[overlap:] == 0).all()
+    assert 0 < p.weights[3] < p.weights[2] < 1
+
+
+def test_rtc_weights_follow_the_papers_schedule():
+    w = rtc_weights(horizon=16, delay=3, overlap=11)
+    assert (w[:3] == 1).all() and (w[11:] == 0).all()
+    assert np.all(np.diff(w[2:12]) < 0)  # strictly fading in the soft region
+    c = (11 - 5) / (11 - 3 + 1)
+    assert w[5] == pytest.approx(c * (math.exp(c) - 1) / (math.e - 1))
+
+
+def test_latency_estimate_rounds_up_to_ticks():
+    est = LatencyEstimate(dt=0.1, window=5, quantile=0.9)
+    assert est.ticks == 0
+    for latency in (0.21, 0.27, 0.25, 0.26, 0.22):
+        est.add(latency)
+    assert est.ticks == 3  # a chunk taking 0.27 s lands in the third tick after its request
+    est.add(0.05)
+    est.add(0.05)
+    est.add(0.05)
+    est.add(0.05)
+    est.add(0.05)
+    assert est.ticks == 1  # old samples leave the window
+
+
+def tiny_policy() -> DiffusionPolicy:
+    config = DiffusionConfig(
+        obs_keys=("observation.state",),
+        obs_dims=(5,),
+        action_dim=3,
+        n_obs=2,
+        horizon=8,
+        n_action_steps=4,
+        channels=(16, 32),
+    )
+    torch.manual_seed(0)
+    return DiffusionPolicy(config, [(np.zeros(5), np.ones(5))], (-np.ones(3), np.ones(3))).eval()
+
+
+def test_guided_sampler_without_weights_is_ddim_and_with_them_holds_the_prefix():
+    policy = tiny_policy()
+    assert can_guide(policy)
+    window = {"observation.state": torch.rand(1, 2, 5)}
+    plain = policy.predict_chunk(window, generator=torch.Generator().manual_seed(3))
+    same = guided_chunk(
+        policy, window, np.zeros((8, 3)), np.zeros(8), torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close(plain, same, rtol=0, atol=0)
+
+    target = np.clip(np.random.default_rng(0).normal(0, 0.5, (8, 3)), -1, 1)
+    weights = rtc_weights(8, delay=3, overlap=6)
+    # An untrained network's Jacobian is far from the trained one's ~I / sqrt(alpha_bar): a full
+    # correction per step overshoots there, half of one converges.
+    generator = torch.Generator().manual_seed(3)
+    guided = guided_chunk(policy, window, target, weights, generator, strength=0.5)[0]
+    free = np.abs(plain[0, :3].numpy() - target[:3]).mean()
+    held = np.abs(guided[:3].numpy() - target[:3]).mean()
+    assert held < 0.05 and held < free / 5  # frozen entries land on the previous chunk
+
+
+def test_unguidable_policy_falls_back_to_blending():
+    class OneStep(DiffusionPolicy):  # samples its own way, as the consistency policy does
+        def predict_chunk(self, obs_window, generator=None):
+            return torch.zeros(1, 8, 3)
+
+    policy = OneStep(tiny_policy().config).eval()
+    assert not can_guide(policy)
+    target, weights = np.ones((8, 3)), rtc_weights(8, delay=2, overlap=6)
+    out = guided_chunk(policy, {"observation.state": torch.rand(1, 2, 5)}, target, weights)[0]
+    np.testing.assert_allclose(out[:, 0].numpy(), weights, atol=1e-6)  # w * 1 + (1 - w) * 0
