@@ -116,7 +116,13 @@ def test_distill_refuses_a_consistency_teacher_and_mismatched_data(teacher_run, 
 
     record(tmp_path / "push", task="PushT", episodes=1)  # other features than the teacher's
     result = _run(
-        "distill", "--teacher", str(teacher_run), "--data", str(tmp_path / "push"), "--out", "x"
+        "distill",
+        "--teacher",
+        str(teacher_run),
+        "--data",
+        str(tmp_path / "push"),
+        "--out",
+        str(tmp_path / "x"),
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
