@@ -72,6 +72,12 @@ class RateKeeper:
             self.deadline = now
             return 0.0, False
         self.deadline += self.dt
+        if not sleep:
+            # The env keeps its own clock: follow it, and call a tick overrun when its period
+            # stretched past one and a half (a missed tick), not for the env's own jitter.
+            late = now - self.deadline
+            self.deadline = now
+            return max(0.0, late), late > 0.5 * self.dt
         overrun = now > self.deadline
         if now - self.deadline > self.dt:  # a whole period behind: skip, do not burst
             late = now - self.deadline
@@ -259,6 +265,8 @@ class ControlLoop:
                 action, source = env.safety.hold_command(obs), "hold"
             else:
                 watchdog.inference_done(now)
+                if hasattr(self.policy, "correct_action"):  # residual RL: a per-step correction
+                    action = self.policy.correct_action(obs, action)  # from this step's obs
             obs_age = now - captured
             queue = strategy.remaining(tick)
             try:
