@@ -5,7 +5,8 @@ or any object with `reset()`, `read(obs) -> (reward, success, failure)` and `clo
 - `keyboard`: a success key in the terminal (Enter: success, n: failure), reward 1 on success;
 - `topic`: `std_msgs/Bool` on `/robotrl/success` (the teleop node publishes its SUCCESS
   event there, so the key can be on another machine);
-- `none`: never succeeds (the episode ends at its step limit).
+- `none`: never succeeds (the episode ends at its step limit);
+- `classifier:DIR`: a learned success classifier on the observation (`robotrl hil classifier`).
 """
 
 from __future__ import annotations
@@ -102,4 +103,10 @@ def make_reward(name, io):
         return TopicReward(io)
     if name == "none":
         return NoReward()
-    raise UnknownNameError(f"unknown reward source '{name}': choose sim, keyboard, topic, none")
+    if name.startswith("classifier:"):
+        from robotrl.rl.classifier import ClassifierReward
+
+        return ClassifierReward(name.removeprefix("classifier:"))
+    raise UnknownNameError(
+        f"unknown reward source '{name}': choose sim, keyboard, topic, none, classifier:DIR"
+    )

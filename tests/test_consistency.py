@@ -43,6 +43,14 @@ def test_student_starts_as_the_teacher_and_keeps_the_boundary_condition():
     torch.testing.assert_close(
         student.consistency(x * sigma[0], top, cond), teacher_d, atol=1e-2, rtol=0
     )
+    # with LCM-sharp c_skip that holds at sigma_max = 2 too (EDM's c_skip keeps 6% of x there)
+    sharp = ConsistencyPolicy.from_teacher(teacher, sigma_max=2.0).eval()
+    top = torch.full((4,), len(sharp.grid_sigmas) - 1, dtype=torch.long)
+    sigma = sharp.grid_sigmas[top]
+    teacher_d = sharp.denoise(teacher.net, x * sigma[0], sharp.grid_timesteps[top], sigma, cond)
+    torch.testing.assert_close(
+        sharp.consistency(x * sigma[0], top, cond), teacher_d, atol=2e-3, rtol=0
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 3])

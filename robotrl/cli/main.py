@@ -182,9 +182,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from robotrl.demo import run_demo
+    from robotrl.demo import DemoConfig, run_demo
 
-    run_demo(args.out, episodes=args.episodes)
+    run_demo(config_from_args(DemoConfig, args))
     return 0
 
 
@@ -276,9 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_runtime(sub, bench)
 
-    p = sub.add_parser("demo", help="the main job: experts on every task, summary and video")
-    p.add_argument("--out", default="out/demo")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per task and arm")
+    from robotrl.rl.hil_commands import register as register_hil
+
+    register_hil(sub)
+
+    from robotrl.rl.commands import register as register_rl
+
+    register_rl(sub)
+
+    from robotrl.demo import DemoConfig
+
+    p = sub.add_parser("demo", help="the main job: demos -> diffusion -> consistency -> report")
+    add_config_args(p, DemoConfig)
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -15,7 +15,13 @@ import torch
 DEFAULT_DIMS = {"obs_dims": (14, 4), "action_dim": 6}
 
 
-def bench_policy(policy_path: str | None = None, repeats: int = 50, threads: int = 0) -> list:
+def bench_policy(
+    policy_path: str | None = None,
+    repeats: int = 50,
+    threads: int = 0,
+    only: tuple[str, ...] | None = None,
+) -> list:
+    """Median and p99 ms per chunk of each sampler (`only`: a subset of the names)."""
     from robotrl.policies.checkpoint import load_policy
     from robotrl.policies.consistency import ConsistencyPolicy
     from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
@@ -43,6 +49,7 @@ def bench_policy(policy_path: str | None = None, repeats: int = 50, threads: int
         ("consistency-1", student, "cm", 1),
         ("consistency-3", student, "cm", 3),
     ]
+    variants = [v for v in variants if only is None or v[0] in only]
     params = sum(p.numel() for p in teacher.parameters())
     rows = []
     for name, policy, sampler, steps in variants:
@@ -58,9 +65,10 @@ def bench_policy(policy_path: str | None = None, repeats: int = 50, threads: int
                 "threads": torch.get_num_threads(),
             }
         )
-    base = next(r["median_ms"] for r in rows if r["sampler"] == "DDIM-10")
+    base = next((r["median_ms"] for r in rows if r["sampler"] == "DDIM-10"), None)
     for r in rows:
-        r["speedup_vs_ddim10"] = base / r["median_ms"]
+        if base:
+            r["speedup_vs_ddim10"] = base / r["median_ms"]
     return rows
 
 
@@ -92,6 +100,6 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"{r['sampler']:<15}{r['network_evals']:>6}{r['median_ms']:>11.2f}"
-            f"{r['p99_ms']:>9.2f}{r['speedup_vs_ddim10']:>11.1f}x"
+            f"{r['p99_ms']:>9.2f}{r.get('speedup_vs_ddim10', float('nan')):>11.1f}x"
         )
     return "\n".join(lines)

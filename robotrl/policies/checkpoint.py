@@ -24,10 +24,12 @@ class CheckpointError(RobotrlError):
 def policy_classes() -> dict:
     from robotrl.policies.consistency import ConsistencyConfig, ConsistencyPolicy
     from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
+    from robotrl.rl.residual import ResidualConfig, ResidualPolicy
 
     return {
         "diffusion": (DiffusionPolicy, DiffusionConfig),
         "consistency": (ConsistencyPolicy, ConsistencyConfig),
+        "residual": (ResidualPolicy, ResidualConfig),  # loads its base from config["base"]
     }
 
 

@@ -13,8 +13,8 @@ from the teacher's trained timesteps (so the teacher is only ever asked what it 
 on).
 
 Student. f(x, sigma) = c_skip(sigma) x + (1 - c_skip(sigma)) D_theta(x, sigma) with
-c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2): exactly the identity at
-sigma_min (the consistency boundary condition), the denoiser at high noise. D_theta has the
+c_skip = sigma_data^2 / ((k (sigma - sigma_min))^2 + sigma_data^2): exactly the identity at
+sigma_min (the consistency boundary condition), the denoiser above the lowest levels. D_theta has the
 teacher's form and starts from the teacher's weights, so distillation starts from a network
 that already knows the data.
 """
@@ -28,6 +28,8 @@ import torch
 
 from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
 
+SKIP_SCALE = 10.0  # see ConsistencyConfig.skip_scale
+
 
 @dataclass
 class ConsistencyConfig(DiffusionConfig):
@@ -38,7 +40,17 @@ class ConsistencyConfig(DiffusionConfig):
     # sigma 16, 0.12 at 5 and 0.06 at 2 (normalized MSE), so distillation starts from 2.
     sigma_max: float = 2.0
     rho: float = 7.0  # Karras spacing of the grid
+    # c_skip falls off this many times faster than in EDM (LCM's timestep scaling): the
+    # student then starts as the teacher's own clean estimate at every level above the
+    # lowest, which on Lift is worth 94% 1-step success before any distillation against 50%
+    # for EDM's c_skip, whose blend of noisy input at sigma 2 ruins the chunk.
+    skip_scale: float = SKIP_SCALE
     sample_steps: int = 1  # network evaluations per chunk: 1, or a few chained ones
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConsistencyConfig:
+        # A checkpoint from before skip_scale existed was distilled with EDM's c_skip.
+        return super().from_dict({"skip_scale": 1.0, **d})
 
 
 def karras_indices(sigmas: np.ndarray, points: int, rho: float, sigma_max: float) -> np.ndarray:
@@ -68,8 +80,7 @@ class ConsistencyPolicy(DiffusionPolicy):
 
     @classmethod
     def from_teacher(cls, teacher: DiffusionPolicy, **overrides) -> ConsistencyPolicy:
-        fields = teacher.config.to_dict()
-        fields.update(overrides)
+        fields = {**teacher.config.to_dict(), "skip_scale": SKIP_SCALE, **overrides}
         student = cls(ConsistencyConfig.from_dict(fields))
         student.load_state_dict(teacher.state_dict())  # network, encoders, normalizers
         return student
@@ -91,7 +102,8 @@ class ConsistencyPolicy(DiffusionPolicy):
         """f(x, sigma_i): the end point of the ODE trajectory through x at grid level i."""
         sigma = self.grid_sigmas[grid_index]
         sigma_min, sigma_data = self.grid_sigmas[0], self.config.sigma_data
-        c_skip = (sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)).view(-1, 1, 1)
+        scaled = (sigma - sigma_min) * self.config.skip_scale
+        c_skip = (sigma_data**2 / (scaled**2 + sigma_data**2)).view(-1, 1, 1)
         timestep = self.grid_timesteps[grid_index]
         denoised = self.denoise(net or self.net, x, timestep, sigma, cond)
         return c_skip * x + (1 - c_skip) * denoised

@@ -22,6 +22,7 @@ def evaluate(
     cfg = RolloutConfig(
         task=task,
         robot=robot,
+        policy=getattr(policy, "kind", type(policy).__name__),
         obs_mode="state+pixels" if policy.config.image_keys else "state",
         episodes=episodes,
         seed=seed,

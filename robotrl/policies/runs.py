@@ -47,6 +47,7 @@ def fit(
     modules: dict[str, torch.nn.Module] | None = None,
     after_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    fine_tune: bool = False,
 ) -> torch.nn.Module:
     """Minimize `loss_fn(batch, noise_generator)` over `model`'s parameters; returns the EMA
     copy (also saved as `run/policy`). `modules` are further networks whose state belongs
@@ -87,7 +88,10 @@ def fit(
         optimizer.step()
         schedule.step()
         step += 1
-        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))  # EMA warm-up
+        # EMA warm-up for a network trained from scratch; one fine-tuned from trained weights
+        # (distillation) starts its average at them and keeps it long from the first step.
+        decay = cfg.ema_decay if fine_tune else min(cfg.ema_decay, (1 + step) / (10 + step))
+        ema_update(ema, model, decay)
         if after_step:
             after_step(step)
         losses.append(loss.item())

@@ -1,0 +1,272 @@
+"""The actor side of human-in-the-loop RL: build the env (sim or ROS 2, always behind the
+safety layer and the intervention wrapper), run episodes with the current policy and turn
+them into transitions.
+
+`run_actor` is the remote actor: it streams transitions to a learner over ZeroMQ and keeps
+acting on its last weights while the learner is away (see `transport.ActorClient`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from robotrl.errors import RobotrlError
+from robotrl.teleop.base import Teleop, TeleopCommand
+
+TELEOPS = ("sim-human", "spacemouse", "keyboard", "gamepad", "none")
+MAX_QUEUED_EPISODES = 5000  # unsent episodes kept while the learner is away
+
+
+def make_hil_env(
+    env_spec: str,
+    teleop: str = "sim-human",
+    seed: int = 0,
+    obs_mode: str = "state",
+    ros_reward: str | None = None,
+):
+    """`safe(env)` wrapped in an `InterventionWrapper` for the named device. `ros_reward` is
+    a `RosEnv` reward source (e.g. `classifier:DIR`; see `robotrl.drivers.reward`)."""
+    from robotrl.control import safe
+    from robotrl.envs import make_env, parse_env_spec
+    from robotrl.rl.interventions import InterventionWrapper
+    from robotrl.teleop import make_teleop, teleop_class
+
+    if teleop not in TELEOPS:
+        raise RobotrlError(f"unknown --teleop '{teleop}': choose {', '.join(TELEOPS)}")
+    kind, _ = parse_env_spec(env_spec)
+    options = {}
+    mode = None if teleop in ("sim-human", "none") else teleop_class(teleop).required_action_mode
+    if mode:
+        options["action_mode"] = mode
+    if kind == "sim":
+        options["obs_mode"] = obs_mode
+        options["realtime"] = teleop not in ("sim-human", "none")  # a person needs real time
+    elif ros_reward:
+        options["reward"] = ros_reward
+    env = make_env(env_spec, **options)
+    if teleop == "sim-human":
+        if kind != "sim":
+            raise RobotrlError("--teleop sim-human needs a sim env (it drives the task's expert)")
+        from robotrl.rl.sim_human import SimHuman
+
+        device = SimHuman(env, seed=seed)
+    elif teleop == "none":
+        device = NoDevice(env.unwrapped.robot)
+    else:
+        device = make_teleop(teleop, env)
+    return InterventionWrapper(safe(env), device)
+
+
+class NoDevice(Teleop):
+    """No human: the policy always acts (evaluation, or RL without interventions)."""
+
+    name = "none"
+
+    def read(self, obs=None) -> TeleopCommand:
+        return TeleopCommand(None)
+
+
+@dataclass
+class RewardSource:
+    """Where the RL reward comes from: the task's success (`sparse`), its dense reward, or a
+    learned success classifier on the next observation (`classifier`, as on a real robot)."""
+
+    kind: str = "sparse"
+    classifier: object = None
+
+    def __call__(self, next_obs: dict, reward: float, info: dict) -> tuple[float, bool]:
+        if self.kind == "dense":
+            return float(reward), bool(info.get("is_success", False))
+        if self.kind == "classifier":
+            success = self.classifier.success(next_obs)
+            return float(success), success
+        success = bool(info.get("is_success", False))
+        return float(success), success
+
+
+def run_episode(env, act, seed: int | None, reward: RewardSource, keys) -> tuple[dict, dict]:
+    """One episode; `act(obs) -> action`. Returns transition rows and the episode's stats."""
+    obs, _ = env.reset(seed=seed)
+    rows: dict[str, list] = {}
+    total, success = 0.0, False
+    started = time.monotonic()
+    while True:
+        action = act(obs)
+        next_obs, env_reward, terminated, truncated, info = env.step(action)
+        r, success = reward(next_obs, env_reward, info)
+        terminated = terminated or success  # a classifier's success ends the episode too
+        row = {f"obs.{k}": obs[k] for k in keys}
+        row.update({f"next_obs.{k}": next_obs[k] for k in keys})
+        row.update(
+            action=np.asarray(info.get("action", action), np.float32),
+            reward=np.float32(r),
+            terminated=bool(terminated and success),
+            intervention=bool(info.get("intervention", False)),
+        )
+        for k, v in row.items():
+            rows.setdefault(k, []).append(v)
+        total += r
+        obs = next_obs
+        if terminated or truncated:
+            break
+    hil = info.get("hil") or {"steps": len(rows["reward"]), "intervention_rate": 0.0}
+    stats = {"return": total, "success": bool(success), "seconds": time.monotonic() - started}
+    stats.update(hil)
+    return {k: np.stack(v) for k, v in rows.items()}, stats
+
+
+def policy_fn(agent, deterministic: bool = False, generator=None):
+    def act(obs):
+        return agent.act(obs, deterministic=deterministic, generator=generator)
+
+    return act
+
+
+def evaluate_agent(
+    agent, env_spec: str, episodes: int, seed: int = 100_000, deterministic: bool = False
+) -> float:
+    """Success rate of the policy alone (no human) on unseen seeds: sampling its actions as
+    the actor does, or (`deterministic`) taking the mean action."""
+    from robotrl.control import safe
+    from robotrl.envs import make_env
+
+    options = {}
+    if agent.image_keys:  # the cameras (and their size) the agent was trained with
+        options["obs_mode"] = (
+            "state+pixels" if "environment_state" in agent.obs_shapes else "pixels"
+        )
+        options["image_size"] = tuple(agent.obs_shapes[agent.image_keys[0]][:2])
+    env = safe(make_env(env_spec, **options))
+    agent.eval()
+    generator = torch.Generator().manual_seed(seed)
+    wins = 0
+    with torch.no_grad():
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            while True:
+                action = agent.act(obs, deterministic=deterministic, generator=generator)
+                obs, _, terminated, truncated, info = env.step(action)
+                if terminated or truncated:
+                    break
+            wins += bool(info.get("is_success"))
+    env.close()
+    return wins / max(episodes, 1)
+
+
+@dataclass
+class ActorConfig:
+    env: str = field(default="sim:Lift", metadata={"help": "sim:TASK or ros:CONFIG"})
+    teleop: str = field(
+        default="sim-human", metadata={"help": "sim-human, spacemouse, keyboard, gamepad, none"}
+    )
+    obs_mode: str = field(default="state", metadata={"help": "sim: state, pixels, state+pixels"})
+    connect: str = field(default="tcp://127.0.0.1:5555", metadata={"help": "learner endpoint"})
+    token: str = field(default="", metadata={"help": "shared secret (default: $ROBOTRL_HIL_TOKEN)"})
+    reward: str = field(
+        default="sparse",
+        metadata={"help": "sparse, dense or classifier", "choices": ("sparse", "dense", "classifier")},
+    )  # fmt: skip
+    classifier: str = field(default="", metadata={"help": "reward classifier directory"})
+    episodes: int = field(default=0, metadata={"help": "episodes to run (0: until stopped)"})
+    timeout: float = field(default=1.0, metadata={"help": "seconds to wait for the learner"})
+    actor_id: str = field(default="", metadata={"help": "name (default: host-pid)"})
+    seed: int = field(default=0, metadata={"help": "seed of the first episode"})
+    threads: int = field(default=1, metadata={"help": "torch threads"})
+
+
+def run_actor(cfg: ActorConfig, log=print) -> dict:
+    """Act, stream transitions, refresh weights; keep acting on the last weights while the
+    learner is away and deliver everything once it is back. Returns the counts."""
+    import os
+    import secrets
+    import socket
+
+    from robotrl.rl.hil import make_reward
+    from robotrl.rl.learner import obs_shapes_of
+    from robotrl.rl.sac import Agent
+    from robotrl.rl.transport import TOKEN_ENV, ActorClient
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # The session part makes sequence numbers unique per run of an actor: a restarted actor
+    # with the same name starts again from 0, and must not be taken for a resend.
+    name = f"{cfg.actor_id or socket.gethostname() + '-' + str(os.getpid())}#{secrets.token_hex(3)}"
+    ros = cfg.env.startswith("ros:")
+    if ros and cfg.reward == "classifier":  # the RosEnv runs the classifier: success in info
+        env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, ros_reward=f"classifier:{cfg.classifier}")
+        reward = RewardSource("sparse")
+    else:
+        env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, cfg.obs_mode)
+        reward = make_reward(cfg)
+    shapes = obs_shapes_of(env)
+    spec = {
+        "obs_shapes": {k: list(v) for k, v in shapes.items()},
+        "action_low": env.action_space.low.tolist(),
+        "action_high": env.action_space.high.tolist(),
+    }
+    client = ActorClient(cfg.connect, cfg.token or os.environ.get(TOKEN_ENV, ""), cfg.timeout)
+    log(f"actor {name}: waiting for the learner at {cfg.connect}")
+    while client.request("hello", {"actor": name, "spec": spec}) is None:
+        pass
+    agent, have = None, None
+    outbox: list[tuple[int, dict, dict]] = []  # batches not yet acknowledged
+    counts = {"episodes": 0, "acked_rows": 0, "acked_batches": 0, "weights": 0, "offline": 0}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    seq, latest = 0, None
+    while not cfg.episodes or counts["episodes"] < cfg.episodes:
+        if agent is None or (latest is not None and latest != have):
+            reply = client.request("weights", {"actor": name})
+            if reply is not None:
+                header, weights = reply
+                if agent is None:
+                    agent = Agent.from_spec(header["spec"])
+                agent.load_state_dict(
+                    {k: torch.from_numpy(v.copy()) for k, v in weights.items()}, strict=False
+                )
+                agent.eval()
+                have = latest = (header["boot"], header["version"])
+                counts["weights"] += 1
+                log(f"actor {name}: weights version {header['version']}")
+            elif agent is None:
+                continue  # nothing to act with yet: keep asking
+        rows, stats = run_episode(
+            env, policy_fn(agent, generator=generator), cfg.seed + seq, reward, shapes
+        )
+        counts["episodes"] += 1
+        outbox.append((seq, rows, stats))
+        seq += 1
+        if len(outbox) > MAX_QUEUED_EPISODES:  # learner away for long: bound the memory
+            outbox.pop(0)
+            log(f"actor {name}: queue full, oldest unsent episode dropped")
+        while outbox:  # oldest first; stop at the first unanswered batch and act on
+            batch_seq, rows, stats = outbox[0]
+            header = {"actor": name, "seq": batch_seq, "episode": stats}
+            try:
+                reply = client.request("transitions", header, rows)
+            except RobotrlError as e:
+                if "token" in str(e):
+                    raise
+                if "hello" in str(e):  # a learner started afresh: introduce ourselves again
+                    client.request("hello", {"actor": name, "spec": spec})
+                    break
+                log(f"actor {name}: batch {batch_seq} dropped: {e}")
+                outbox.pop(0)
+                continue
+            if reply is None:
+                counts["offline"] += 1
+                if counts["offline"] % 10 == 1:
+                    log(f"actor {name}: learner away, {len(outbox)} episodes queued, acting on")
+                break
+            outbox.pop(0)
+            counts["acked_rows"] += len(rows["reward"])
+            counts["acked_batches"] += 1
+            latest = (reply[0]["boot"], reply[0]["version"])
+        log(f"actor {name}: episode {counts['episodes']} success {int(stats['success'])} "
+            f"interventions {stats['intervention_rate']:.0%} acked {counts['acked_rows']} rows")  # fmt: skip
+    client.close()
+    env.close()
+    return counts

@@ -1,0 +1,30 @@
+"""CLI of RL fine-tuning: `robotrl finetune residual`. `register` adds it to the top-level
+subparsers of `robotrl.cli.main.build_parser`."""
+
+from __future__ import annotations
+
+from robotrl.cli.config import add_config_args, config_from_args
+from robotrl.rl.finetune import FinetuneConfig
+
+
+def cmd_finetune_residual(args) -> int:
+    from robotrl.rl.finetune import finetune
+
+    run = finetune(config_from_args(FinetuneConfig, args))
+    print(
+        f"fine-tuned {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}, "
+        f"log {run / 'log.jsonl'}"
+    )
+    return 0
+
+
+def register(sub) -> None:
+    """Add `finetune residual` to the top-level subparsers `sub`."""
+    finetune = sub.add_parser("finetune", help="RL fine-tuning of a trained policy")
+    what = finetune.add_subparsers(dest="what", required=True)
+    p = what.add_parser(
+        "residual",
+        help="residual RL (PPO or SAC) around a frozen chunked policy (resumes a run directory)",
+    )
+    add_config_args(p, FinetuneConfig)
+    p.set_defaults(func=cmd_finetune_residual)

@@ -1,0 +1,88 @@
+"""Vectorized rollouts for residual RL: N sim envs (each behind the safety layer) in a
+gymnasium vector env, and the frozen base policy run for all of them with one batched
+`predict_chunk` per step.
+
+`BatchedBase` keeps, per env, the observation history and action queue that
+`select_action` keeps for one env, so every env executes exactly what the base would alone:
+a chunk is planned when the env's queue runs dry and `n_action_steps` of it are executed.
+Envs whose queues run dry on the same step share one network call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robotrl.control.safety import safe
+
+
+def make_vector_env(task: str, n: int, robot: str = "panda") -> gym.vector.VectorEnv:
+    """`n` copies of `task` in one process (2 cores: subprocesses would only add IPC). An env
+    that ends is reset in the same step (its last observation is in info["final_obs"])."""
+    from robotrl.tasks import make, task_name
+
+    task = task_name(task)  # unknown names fail here, in one line
+
+    def one():
+        return safe(make(task, robot=robot, obs_mode="state"))  # every command is filtered
+
+    return gym.vector.SyncVectorEnv(
+        [one for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+class BatchedBase:
+    """The base policy's `select_action` for `n` envs at once."""
+
+    def __init__(self, policy, n: int, generator: torch.Generator | None = None):
+        self.policy, self.n, self.generator = policy, n, generator
+        config = policy.config
+        self.keys = tuple(config.obs_keys)
+        self.n_obs, self.n_exec = config.n_obs, config.n_action_steps
+        self.history = [deque(maxlen=self.n_obs) for _ in range(n)]
+        self.queues = [deque() for _ in range(n)]
+        self.chunks_planned = 0
+
+    def reset(self, envs=None) -> None:
+        """Forget the history and queue of `envs` (all by default): their episodes ended."""
+        for i in range(self.n) if envs is None else envs:
+            self.history[i].clear()
+            self.queues[i].clear()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Base actions [n, A] for the batched env observations (keys without `observation.`)."""
+        for i in range(self.n):
+            frame = {
+                k: np.asarray(obs[k.removeprefix("observation.")][i], np.float32) for k in self.keys
+            }
+            if not self.history[i]:  # pad the history at the episode start
+                self.history[i].extend([frame] * self.n_obs)
+            self.history[i].append(frame)
+        dry = [i for i in range(self.n) if not self.queues[i]]
+        if dry:
+            window = {
+                k: torch.as_tensor(np.stack([[f[k] for f in self.history[i]] for i in dry]))
+                for k in self.keys
+            }
+            chunks = self.policy.predict_chunk(window, generator=self.generator).numpy()
+            for i, chunk in zip(dry, chunks):
+                self.queues[i].extend(chunk[: self.n_exec])
+            self.chunks_planned += len(dry)
+        return np.stack([q.popleft() for q in self.queues])
+
+
+def ended(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.logical_or(terminated, truncated))
+
+
+def successes(info: dict, done: np.ndarray) -> np.ndarray:
+    """Per env: 1.0 where the step ended an episode in success (the sparse task reward)."""
+    out = np.zeros(len(done), np.float32)
+    final = info.get("final_info", {})
+    if "is_success" in final:
+        flags = np.asarray(final["is_success"], bool) & np.asarray(final["_is_success"], bool)
+        out[flags] = 1.0
+    return out
