@@ -13,3 +13,15 @@ ROBOTS = ("panda", "ur5e")
 @pytest.fixture(params=ROBOTS)
 def robot(request):
     return request.param
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two torch threads per test worker on a 2-core machine can be 40x slower than one
+    (oversubscription with the other worker)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,14 +9,7 @@ from robotrl.rl.buffers import ReplayBuffer, sample_mixed
 from robotrl.rl.classifier import ClassifierReward, accuracy, fit_classifier, save_classifier
 from robotrl.rl.sac import Agent, SACConfig, make_optimizer, random_shift, update
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two threads on a shared 2-core machine can be 40x slower than one (oversubscription).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def batch(n=64, images=False, seed=0):

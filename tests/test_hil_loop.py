@@ -12,13 +12,7 @@ from robotrl.control import safe
 from robotrl.rl.interventions import InterventionWrapper
 from robotrl.rl.sim_human import SimHuman
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -232,3 +232,23 @@ def finetune(cfg: FinetuneConfig) -> Path:
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
     var = np.var(target)
     return float("nan") if var == 0 else float(1 - np.var(target - pred) / var)
+
+
+def start_episodes(run: Run, cfg, policy, counters: Counters, envs, base, env_steps: int):
+    """What PPO and SAC do before their loops: fresh episodes seeded by the iteration (a
+    resumed run does not replay the same ones), the progress bar, and on a new run the base's
+    success as the curve's first point. Returns (obs, base_action, progress bar)."""
+    from tqdm import tqdm
+
+    iteration = int(counters.get("iteration"))
+    obs, _ = envs.reset(seed=cfg.seed * 7919 + TRAIN_SEED + iteration * cfg.envs)
+    base_action = torch.as_tensor(base.act(obs))
+    bar = tqdm(total=cfg.steps, initial=env_steps, desc=run.dir.name, unit="step",
+               disable=None if cfg.progress else True)  # fmt: skip
+    if env_steps == 0:
+        counters.set("next_eval", cfg.eval_every)
+        counters.set("next_save", cfg.save_every)
+        if cfg.eval_every:
+            success = run.evaluate(policy)  # the base's success: the curve's first point
+            run.log({"step": 0, "loss": float("nan"), "success": success, "seconds": 0.0})
+    return obs, base_action, bar

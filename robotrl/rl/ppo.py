@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Normal
-from tqdm import tqdm
 
-from robotrl.rl.finetune import TRAIN_SEED, Counters, Run, explained_variance, metadata
+from robotrl.rl.finetune import Counters, Run, explained_variance, metadata, start_episodes
 from robotrl.rl.residual import new_residual
 from robotrl.rl.vector import BatchedBase, ended, make_vector_env, successes
 
@@ -171,19 +170,8 @@ def train(run: Run):
     samples, logprobs = torch.zeros(T, N, A), torch.zeros(T, N)
     values, rewards, dones = torch.zeros(T, N), torch.zeros(T, N), torch.zeros(T, N)
 
-    # Fresh episodes, seeded by the iteration: a resumed run does not replay the same ones.
-    iteration = int(counters.get("iteration"))
-    obs, _ = envs.reset(seed=cfg.seed * 7919 + TRAIN_SEED + iteration * N)
-    base_action = torch.as_tensor(base.act(obs))
+    obs, base_action, bar = start_episodes(run, cfg, policy, counters, envs, base, env_steps)
     next_features = policy.features(obs, base_action)
-    bar = tqdm(total=cfg.steps, initial=env_steps, desc=run.dir.name, unit="step",
-               disable=None if cfg.progress else True)  # fmt: skip
-    if env_steps == 0:
-        counters.set("next_eval", cfg.eval_every)
-        counters.set("next_save", cfg.save_every)
-        if cfg.eval_every:
-            success = run.evaluate(policy)  # the base's success: the curve's first point
-            run.log({"step": 0, "loss": float("nan"), "success": success, "seconds": 0.0})
 
     while env_steps < cfg.steps:
         started, episode_successes, chunks = time.monotonic(), [], base.chunks_planned
