@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotrl.drivers.ros import RosNode, main_guard, node_params, now, to_stamp
+from robotrl.drivers.ros import RosNode, node_main, now, to_stamp
 from robotrl.errors import RobotrlError
 
 
@@ -252,16 +252,7 @@ def run_node(p: RealSenseParams, ros: RosNode) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def run():
-        ros = RosNode("camera", args=argv if argv is not None else sys.argv)
-        try:
-            params = node_params(ros.node, RealSenseParams())
-            ros.start()
-            run_node(params, ros)
-        finally:
-            ros.close()
-
-    return main_guard(run)
+    return node_main("camera", RealSenseParams(), run_node, argv)
 
 
 if __name__ == "__main__":

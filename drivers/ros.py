@@ -245,3 +245,19 @@ def main_guard(run) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def node_main(name: str, defaults, run_node, argv: list[str] | None = None) -> int:
+    """`main` of a node that reads its parameters (`defaults`: a dataclass instance) and runs
+    `run_node(params, ros)` until shut down."""
+
+    def run():
+        ros = RosNode(name, args=argv if argv is not None else sys.argv)
+        try:
+            params = node_params(ros.node, defaults)
+            ros.start()
+            run_node(params, ros)
+        finally:
+            ros.close()
+
+    return main_guard(run)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robotrl.drivers.reward import SUCCESS_TOPIC
-from robotrl.drivers.ros import RosNode, main_guard, node_params
+from robotrl.drivers.ros import RosNode, node_main
 from robotrl.drivers.sim_node import TELEOP_ACTION_TOPIC, TELEOP_INTERVENTION_TOPIC
 from robotrl.teleop.base import Event, Teleop, TeleopCommand, TeleopError
 
@@ -163,16 +163,7 @@ def run_node(params: TeleopNodeParams, ros: RosNode) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def run():
-        ros = RosNode("teleop", args=argv if argv is not None else sys.argv)
-        try:
-            params = node_params(ros.node, TeleopNodeParams())
-            ros.start()
-            run_node(params, ros)
-        finally:
-            ros.close()
-
-    return main_guard(run)
+    return node_main("teleop", TeleopNodeParams(), run_node, argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from robotrl.control.chunking import Chunk, LatencyEstimate, make_strategy, rtc_weights
-from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
+from robotrl.policies.diffusion import DiffusionPolicy
 from robotrl.policies.guided import can_guide, guided_chunk
+from tests.test_policies import tiny_policy
 
 H, A = 8, 2
 
@@ -101,22 +102,8 @@ def test_latency_estimate_rounds_up_to_ticks():
     assert est.ticks == 1  # old samples leave the window
 
 
-def tiny_policy() -> DiffusionPolicy:
-    config = DiffusionConfig(
-        obs_keys=("observation.state",),
-        obs_dims=(5,),
-        action_dim=3,
-        n_obs=2,
-        horizon=8,
-        n_action_steps=4,
-        channels=(16, 32),
-    )
-    torch.manual_seed(0)
-    return DiffusionPolicy(config, [(np.zeros(5), np.ones(5))], (-np.ones(3), np.ones(3))).eval()
-
-
 def test_guided_sampler_without_weights_is_ddim_and_with_them_holds_the_prefix():
-    policy = tiny_policy()
+    policy = tiny_policy().eval()
     assert can_guide(policy)
     window = {"observation.state": torch.rand(1, 2, 5)}
     plain = policy.predict_chunk(window, generator=torch.Generator().manual_seed(3))

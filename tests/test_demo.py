@@ -26,7 +26,8 @@ def test_demo_pipeline_writes_the_report_and_resumes(tmp_path, capsys):
     capsys.readouterr()
 
     assert main(argv) == 0  # everything done: nothing is re-recorded or re-trained
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # collect's status line is on stderr
     assert "resuming" in printed and "saved" not in printed
     from robotrl.data.dataset import Dataset
 

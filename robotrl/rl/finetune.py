@@ -252,3 +252,20 @@ def start_episodes(run: Run, cfg, policy, counters: Counters, envs, base, env_st
             success = run.evaluate(policy)  # the base's success: the curve's first point
             run.log({"step": 0, "loss": float("nan"), "success": success, "seconds": 0.0})
     return obs, base_action, bar
+
+
+def new_policy(cfg, squash: bool = False):
+    """The zero-initialised residual around `cfg.base` that PPO (clamped) or SAC (tanh-squashed)
+    trains."""
+    from robotrl.rl.residual import new_residual
+
+    return new_residual(
+        cfg.base,
+        base_sampler=cfg.base_sampler,
+        base_steps=cfg.base_steps,
+        scale=cfg.scale,
+        hidden=cfg.hidden,
+        squash=squash,
+        init_log_std=cfg.init_log_std,
+        meta=metadata(cfg),
+    )

@@ -24,8 +24,13 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from robotrl.rl.finetune import Counters, Run, explained_variance, metadata, start_episodes
-from robotrl.rl.residual import new_residual
+from robotrl.rl.finetune import (
+    Counters,
+    Run,
+    explained_variance,
+    new_policy,
+    start_episodes,
+)
 from robotrl.rl.vector import BatchedBase, ended, make_vector_env, successes
 
 
@@ -130,15 +135,7 @@ def ppo_update(actor, critic, optimizer, batch: dict, cfg, rng: np.random.Genera
 
 def train(run: Run):
     cfg = run.cfg
-    policy = new_residual(
-        cfg.base,
-        base_sampler=cfg.base_sampler,
-        base_steps=cfg.base_steps,
-        scale=cfg.scale,
-        hidden=cfg.hidden,
-        init_log_std=cfg.init_log_std,
-        meta=metadata(cfg),
-    )
+    policy = new_policy(cfg)
     actor = policy.actor
     critic = mlp(policy.feature_dim, cfg.hidden, 1)
     value_norm = RunningMeanStd()  # of the returns: the critic predicts (V - mean) / std

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from robotrl.rl.finetune import Counters, Run, metadata, start_episodes
-from robotrl.rl.residual import new_residual
+from robotrl.rl.finetune import Counters, Run, new_policy, start_episodes
 from robotrl.rl.vector import BatchedBase, ended, make_vector_env, successes
 
 
@@ -80,16 +79,7 @@ def squashed_sample(actor, features: torch.Tensor, generator=None):
 
 def train(run: Run):
     cfg = run.cfg
-    policy = new_residual(
-        cfg.base,
-        base_sampler=cfg.base_sampler,
-        base_steps=cfg.base_steps,
-        scale=cfg.scale,
-        hidden=cfg.hidden,
-        squash=True,
-        init_log_std=cfg.init_log_std,
-        meta=metadata(cfg),
-    )
+    policy = new_policy(cfg, squash=True)
     actor, F, A = policy.actor, policy.feature_dim, policy.config.action_dim
     critics = nn.ModuleList([QNet(F, A, cfg.hidden), QNet(F, A, cfg.hidden)])
     targets = copy.deepcopy(critics).requires_grad_(False)
