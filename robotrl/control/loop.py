@@ -172,6 +172,8 @@ class ControlLoop:
             )
         self.dt = 1.0 / self.hz
         self.paced_by_env = bool(getattr(self.env.unwrapped, "realtime", False))
+        # residual RL: a per-step correction of the chunk's action from this tick's observation
+        self.correct_action = getattr(policy, "correct_action", None)
         pc = policy.config
         self.strategy = make_strategy(
             cfg.strategy,
@@ -265,8 +267,8 @@ class ControlLoop:
                 action, source = env.safety.hold_command(obs), "hold"
             else:
                 watchdog.inference_done(now)
-                if hasattr(self.policy, "correct_action"):  # residual RL: a per-step correction
-                    action = self.policy.correct_action(obs, action)  # from this step's obs
+                if self.correct_action:
+                    action = self.correct_action(obs, action)
             obs_age = now - captured
             queue = strategy.remaining(tick)
             try:
