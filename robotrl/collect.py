@@ -29,6 +29,11 @@ class CollectConfig:
     robot: str = field(default="panda", metadata={"help": "panda, ur5e or an MJCF path"})
     obs_mode: str = field(default="state", metadata={"help": "state, pixels or state+pixels"})
     image_size: int = field(default=96, metadata={"help": "camera image height and width"})
+    action_mode: str | None = field(
+        default=None,
+        metadata={"help": "ee_delta, ee_pos, joint_delta or joint_pos (expert only; default: "
+                  "the device's mode, else the task's)"},
+    )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "seed of the first new episode"})
     device: str | None = field(default=None, metadata={"help": "device path (hidraw, event, tty)"})
     calibration: str | None = field(default=None, metadata={"help": "leader-arm calibration JSON"})
@@ -60,8 +65,15 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
     device_cls = _teleop_class(cfg.teleop) if cfg.teleop == "ros" else teleop_class(cfg.teleop)
     human = cfg.teleop != "expert"
+    action_mode = device_cls.required_action_mode
+    if cfg.action_mode and action_mode and cfg.action_mode != action_mode:
+        raise RobotrlError(
+            f"the {cfg.teleop} device sends {action_mode} actions, not --action-mode "
+            f"{cfg.action_mode}"
+        )
+    action_mode = cfg.action_mode or action_mode
     if cfg.env:
-        env = _make_env(cfg, device_cls.required_action_mode)
+        env = _make_env(cfg, action_mode)
     else:
         env = make(
             cfg.task,
@@ -69,7 +81,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             obs_mode=cfg.obs_mode,
             realtime=human,
             image_size=(cfg.image_size, cfg.image_size),
-            action_mode=device_cls.required_action_mode,
+            action_mode=action_mode,
         )
     recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
     # Every command passes the safety layer before the recorder, so the dataset holds what
@@ -197,6 +209,8 @@ def _hold_action(robot, obs) -> np.ndarray:
     if robot.action.mode == "joint_pos":
         n = len(robot.joint_names)
         action[:n] = obs["state"][:n]
+    if robot.action.mode == "ee_pos":
+        action[:3] = obs["state"][[robot.state_names.index(f"ee.{a}") for a in "xyz"]]
     return action
 
 
@@ -205,6 +219,8 @@ def _hold_after(robot, last: np.ndarray) -> np.ndarray:
     if robot.action.mode == "joint_pos":
         return last
     held = np.zeros_like(last)
+    if robot.action.mode == "ee_pos":
+        held[:3] = last[:3]
     if robot.action.names[-1] == "gripper":
         held[-1] = last[-1]
     return held

@@ -14,7 +14,22 @@ import numpy as np
 
 from robotrl.errors import InvalidActionError
 
-ACTION_MODES = ("joint_pos", "joint_delta", "ee_delta")
+ACTION_MODES = ("joint_pos", "joint_delta", "ee_delta", "ee_pos")
+
+
+def action_mode_of(names) -> str | None:
+    """The action mode whose `ActionSpec` names these entries (None if none does): a dataset's
+    action feature carries the names, so a policy learns the mode it must be deployed in."""
+    first = names[0] if names else ""
+    if first == "ee.dx":
+        return "ee_delta"
+    if first == "ee.x":
+        return "ee_pos"
+    if first.endswith(".delta"):
+        return "joint_delta"
+    if first.endswith(".pos"):
+        return "joint_pos"
+    return None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ class RolloutConfig:
     episodes: int = field(default=10, metadata={"help": "number of episodes"})
     robot: str = field(default="panda", metadata={"help": "panda, ur5e, or a path to an MJCF arm"})
     obs_mode: str = field(default="state", metadata={"help": "state, pixels or state+pixels"})
+    action_mode: str | None = field(
+        default=None, metadata={"help": "ee_delta, ee_pos, joint_delta or joint_pos"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the first episode; then seed+1, ..."})
     video: str | None = field(default=None, metadata={"help": "write an MP4 of the episodes here"})
     video_episodes: int = field(default=3, metadata={"help": "episodes to put in the video"})
@@ -75,7 +78,11 @@ def rollout(
         film = cfg.video_episodes if cfg.video else 0
     own_env = env is None
     env = env or make(
-        cfg.task, robot=cfg.robot, obs_mode=cfg.obs_mode, render_mode="rgb_array" if film else None
+        cfg.task,
+        robot=cfg.robot,
+        obs_mode=cfg.obs_mode,
+        action_mode=cfg.action_mode,
+        render_mode="rgb_array" if film else None,
     )
     if not isinstance(env, SafeEnv):
         env = safe(env)  # every command to an env passes the safety layer

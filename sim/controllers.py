@@ -1,6 +1,6 @@
 """Action modes for MuJoCo arms: each maps one action to joint position servo targets.
 
-All three write `data.ctrl` for the arm's position actuators (and the gripper's), so the
+All four write `data.ctrl` for the arm's position actuators (and the gripper's), so the
 physics between control ticks is the same whatever the mode.
 """
 
@@ -175,6 +175,31 @@ class EndEffectorDelta(Controller):
         return q + v + jac.T @ np.linalg.solve(jjt, pose_error - jac @ v)
 
 
+class EndEffectorPosition(EndEffectorDelta):
+    """An absolute end-effector position target (world frame, m) with a delta rotation (axis
+    angle, rad, as in `ee_delta`). Absolute positions are what chunked policies learn best
+    (Diffusion Policy's finding): an action does not depend on where the arm happened to lag,
+    and a chunk whose early actions were dropped or repeated still ends where it should. The
+    rotation stays a delta because a tool-down orientation's absolute rotation vector sits on
+    the +-pi wrap. The target may lead the measured pose by at most `MAX_LEAD_POS`, as in
+    `ee_delta`, which bounds the speed a far target asks for."""
+
+    mode = "ee_pos"
+    REACH_LOW, REACH_HIGH = (-1.5, -1.5, 0.0), (1.5, 1.5, 1.5)  # m: any tabletop arm's reach
+
+    def _action_spec(self):
+        ang = MAX_EE_ANGULAR_SPEED * self.dt
+        names = ["ee.x", "ee.y", "ee.z", "ee.drx", "ee.dry", "ee.drz"]
+        units = ["m"] * 3 + ["rad"] * 3
+        low, high = [*self.REACH_LOW, -ang, -ang, -ang], [*self.REACH_HIGH, ang, ang, ang]
+        return self._gripper(names, units, low, high)
+
+    def joint_targets(self, arm_action, data):
+        delta = arm_action.copy()
+        delta[:3] -= self._target_pos  # the parent adds it back and bounds the lead
+        return super().joint_targets(delta, data)
+
+
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     """A slice when the indices are contiguous: numpy slices far faster than it gathers."""
     if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
@@ -182,7 +207,9 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     return index
 
 
-CONTROLLERS = {c.mode: c for c in (JointPosition, JointDelta, EndEffectorDelta)}
+CONTROLLERS = {
+    c.mode: c for c in (JointPosition, JointDelta, EndEffectorDelta, EndEffectorPosition)
+}
 
 
 def make_controller(mode: str, model, arm: ArmHandles, control_hz: float) -> Controller:

@@ -50,10 +50,17 @@ class Expert:
         spec = env.robot.action
         ee_pos, ee_rot = env.ee_pose()
         delta = np.concatenate([pos - ee_pos, axis_angle_between(ee_rot, rot)]) * self.gain
+        if spec.mode == "ee_pos":  # a position target: no integrator in the controller to
+            delta[:3] /= self.gain  # make up for a partial step, so ask for all of it
         # Scale the whole twist so its direction is kept when a speed limit binds.
         lin_max, ang_max = self._ik.spec.high[0], self._ik.spec.high[3]
         delta /= max(1.0, np.abs(delta[:3]).max() / lin_max, np.abs(delta[3:]).max() / ang_max)
-        arm = delta if spec.mode == "ee_delta" else self._joint_action(delta)
+        if spec.mode == "ee_delta":
+            arm = delta
+        elif spec.mode == "ee_pos":
+            arm = np.concatenate([ee_pos + delta[:3], delta[3:]])
+        else:
+            arm = self._joint_action(delta)
         if env.arm.gripper_actuator is None:
             return arm.astype(np.float32)
         return np.append(arm, gripper).astype(np.float32)

@@ -78,3 +78,18 @@ def test_joint_limits_are_respected(robot):
     env.step(env.action_space.high)
     q = env.data.qpos[env.arm.qpos_adr]
     assert np.all(q <= env.arm.upper + 1e-3) and np.all(q >= env.arm.lower - 1e-3)
+
+
+def test_ee_pos_reaches_absolute_target_at_bounded_speed(robot):
+    env = make("Reach", robot=robot, action_mode="ee_pos")
+    env.reset(seed=0)
+    start, start_rot = env.ee_pose()
+    target = start + np.array([0.12, -0.08, -0.1])
+    action = np.zeros(env.action_space.shape)
+    action[:3] = target
+    env.step(action)  # a far target is approached at most MAX_LEAD_POS per tick
+    assert np.linalg.norm(env.ee_pose()[0] - start) < 0.09
+    for _ in range(30):
+        env.step(action)
+    assert np.abs(env.ee_pose()[0] - target).max() < 0.005
+    assert np.abs(env.ee_pose()[1] - start_rot).max() < 0.05

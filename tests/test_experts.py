@@ -17,10 +17,13 @@ def test_expert_succeeds(task, robot):
     assert summary.success_rate >= 0.9, summary
 
 
-def test_expert_in_joint_action_modes():
+@pytest.mark.parametrize(
+    "task, mode", [("Lift", "joint_pos"), ("Lift", "joint_delta"), ("Lift", "ee_pos"),
+                   ("PushT", "ee_pos")],
+)  # fmt: skip
+def test_expert_in_other_action_modes(task, mode):
     from robotrl.tasks import make
 
-    for mode in ("joint_pos", "joint_delta"):
-        env = make("Lift", action_mode=mode)
-        summary, _ = rollout(RolloutConfig(task="Lift", episodes=5, progress=False), env=env)
-        assert summary.success_rate == 1.0, (mode, summary)
+    env = make(task, action_mode=mode)
+    summary, _ = rollout(RolloutConfig(task=task, episodes=4, progress=False), env=env)
+    assert summary.success_rate == 1.0, (mode, summary)

@@ -209,3 +209,20 @@ def test_unknown_camera_is_a_one_line_error(reach_data, tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no camera 'observation.images.top'" in result.stderr
+
+
+def test_policy_remembers_its_action_mode(tmp_path):
+    """A policy trained on ee_pos demos is evaluated in ee_pos, and an env in another mode is
+    refused in one line rather than fed absolute positions as deltas."""
+    from robotrl.errors import RobotrlError
+    from robotrl.policies.evaluate import check_compatible, evaluate
+    from robotrl.tasks import make
+    from tests.test_data import record
+
+    record(tmp_path / "pos", task="Reach", episodes=2, action_mode="ee_pos")
+    policy = load_policy(train(_cfg(tmp_path / "pos", tmp_path / "run", 4), progress=False))
+    assert policy.config.meta["action_mode"] == "ee_pos"
+    result = evaluate(policy, "Reach", episodes=1, progress=False)
+    assert result["episodes"] == 1
+    with pytest.raises(RobotrlError, match="trained on ee_pos actions; .* takes ee_delta"):
+        check_compatible(policy, make("Reach"))

@@ -7,8 +7,8 @@ How each property is checked:
   and the observation the filter saw: finite; action limits; gripper range; joint limits
   (`joint_pos` targets, `joint_delta` measured joint + delta); change per step; joint velocity
   and acceleration (with dt = 1 / control_hz); predicted end-effector position `ee + delta`
-  inside the workspace box (or, from outside it, no further out); and NaN/inf or an unusable
-  observation -> exactly the hold command.
+  (`ee_delta`) or the commanded one (`ee_pos`) inside the workspace box (or, from outside it,
+  no further out); and NaN/inf or an unusable observation -> exactly the hold command.
 - Pure filter fuzz: hypothesis draws the plan (a kind of action for each run of 10 steps:
   valid, on the edge, outside, ±1e30, NaN/±inf, sign flip of the last action, repeat, zero,
   small moves; plus its own float values injected anywhere, default or tight config) and a
@@ -46,7 +46,7 @@ from robotrl.control import (
 from robotrl.errors import InvalidActionError
 from robotrl.tasks import make, make_expert
 
-MODES = ("ee_delta", "joint_delta", "joint_pos")
+MODES = ("ee_delta", "ee_pos", "joint_delta", "joint_pos")
 ACTION_KINDS = (
     "valid",
     "edge",
@@ -59,8 +59,8 @@ ACTION_KINDS = (
     "small",
 )
 RUN = 10  # steps per planned kind of action
-PURE_RUNS, PURE_EXAMPLES = 40, 84  # 400 actions x 84 examples x 3 modes = 100,800
-ENV_RUNS, ENV_EXAMPLES = 10, 12  # 100 real env steps x 12 examples x 3 modes = 3,600
+PURE_RUNS, PURE_EXAMPLES = 40, 63  # 400 actions x 63 examples x 4 modes = 100,800
+ENV_RUNS, ENV_EXAMPLES = 10, 12  # 100 real env steps x 12 examples x 4 modes = 4,800
 TOL = 1e-9
 JOINT_LOW = np.array([-2.9, -1.8, -2.9, -3.1, -2.9, -0.02, -2.9])  # Panda, rounded out
 JOINT_HIGH = np.array([2.9, 1.8, 2.9, -0.07, 2.9, 3.8, 2.9])
@@ -122,7 +122,11 @@ class Limits:
             hold[n:] = self.prev[n:]
             if self.mode == "joint_pos":
                 hold[:n] = self.prev[:n]
+            if self.mode == "ee_pos":
+                hold[:3] = self.prev[:3]
             return hold
+        if self.mode == "ee_pos":
+            hold[:3] = np.clip(state[self.ee_idx], self.cfg.low[:3], self.cfg.high[:3])
         if self.mode == "joint_pos":
             lo = np.maximum(self.cfg.low[:n], self.cfg.joint_low)
             hi = np.minimum(self.cfg.high[:n], self.cfg.joint_high)
@@ -145,7 +149,8 @@ class Limits:
             ok = (x >= np.asarray(lo) - TOL) & (x <= np.asarray(hi) + TOL)
             assert ok.all(), f"{what}: {x} not in [{lo}, {hi}] (raw {raw}, prev {self.prev})"
 
-        needs = list(self.ee_idx) if self.mode == "ee_delta" and cfg.workspace_low else []
+        ee_checked = self.mode in ("ee_delta", "ee_pos") and cfg.workspace_low is not None
+        needs = list(self.ee_idx) if ee_checked else []
         if self.mode == "joint_delta" and cfg.joint_low is not None:
             needs += self.q_idx
         held = not np.isfinite(raw).all() or not np.isfinite(state[needs]).all()
@@ -171,7 +176,7 @@ class Limits:
             within(
                 q + out[:n], np.minimum(cfg.joint_low, q), np.maximum(cfg.joint_high, q), "joints"
             )
-        if self.mode != "ee_delta":
+        if self.mode in ("joint_pos", "joint_delta"):
             v = (out[:n] - hold[:n]) / dt  # hold is 0 for deltas, the last target for positions
             within(np.abs(v), 0.0, np.asarray(cfg.max_joint_velocity) + TOL / dt, "joint velocity")
             dv = np.asarray(cfg.max_joint_acceleration) * dt
@@ -182,9 +187,12 @@ class Limits:
             within(v, lo, hi, "joint acceleration")
             self.vel = v
         elif cfg.workspace_low is not None and not held:
-            ee = state[self.ee_idx]
             lo, hi = np.asarray(cfg.workspace_low), np.asarray(cfg.workspace_high)
-            within(ee + out[:3], np.minimum(lo, ee), np.maximum(hi, ee), "workspace after the step")
+            if self.mode == "ee_pos":  # the target itself, from outside no further out
+                within(out[:3], np.minimum(lo, hold[:3]), np.maximum(hi, hold[:3]), "workspace")
+            else:
+                ee = state[self.ee_idx]
+                within(ee + out[:3], np.minimum(lo, ee), np.maximum(hi, ee), "workspace after")
         self.prev = out.copy()
         return held
 
@@ -363,6 +371,8 @@ def ee_state(robot, ee=(0.0, 0.0, 0.3), opening=1.0) -> dict:
 def good_action(mode: str, robot) -> np.ndarray:
     if mode == "joint_pos":
         return np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, math.pi / 4, 0.7])
+    if mode == "ee_pos":
+        return np.array([0.01, 0.0, 0.3, 0.01, 0.01, 0.01, 0.7])
     return np.append(np.full(robot.action.dim - 1, 0.01), 0.7)
 
 
@@ -391,6 +401,8 @@ def test_watchdog_holds_within_two_control_periods_and_resumes(condition, mode):
     hold = np.append(np.zeros(robot.action.dim - 1), 0.7)
     if mode == "joint_pos":
         hold = action
+    if mode == "ee_pos":
+        hold[:3] = action[:3]
     trip, held = None, 0
     for i in range(1, 500):
         now = last_good + i * period / 50
@@ -451,6 +463,8 @@ def test_estop_latches_until_reset(mode):
     first = safety.filter(action, obs, now=0.0)
     safety.estop("operator pressed the e-stop")
     hold = first if mode == "joint_pos" else np.append(np.zeros(robot.action.dim - 1), 0.7)
+    if mode == "ee_pos":  # the last target, no rotation
+        hold[:3] = first[:3]
     rng = np.random.default_rng(0)
     for i in range(1000):
         wild = rng.normal(0, 10, robot.action.dim) if i % 2 else action
@@ -458,6 +472,8 @@ def test_estop_latches_until_reset(mode):
     assert safety.interventions == Counter(estop=1000)
     safety.reset()  # a new episode does not release the e-stop (it holds where obs says)
     after_reset = np.append(action[:-1] if mode == "joint_pos" else np.zeros(len(action) - 1), 0)
+    if mode == "ee_pos":  # the measured end-effector position
+        after_reset[:3] = obs["state"][[robot.state_names.index(f"ee.{a}") for a in "xyz"]]
     np.testing.assert_array_equal(safety.filter(action, obs, now=1e3), after_reset)
     assert safety.interventions == Counter(estop=1001)
     assert safety.estop_reason == "operator pressed the e-stop"

@@ -71,7 +71,7 @@ def deploy(cfg: DeployConfig) -> dict:
 
     from robotrl.envs import make_env, parse_env_spec
     from robotrl.policies.checkpoint import load_policy
-    from robotrl.policies.evaluate import check_compatible
+    from robotrl.policies.evaluate import check_compatible, env_options
 
     if not cfg.policy:
         raise RobotrlError("--policy is required: a checkpoint or training run directory")
@@ -89,12 +89,14 @@ def deploy(cfg: DeployConfig) -> dict:
             f"the policy acts at {policy.config.fps:g} Hz (its actions are per-step); "
             f"--hz {hz:g} would replay them at the wrong speed"
         )
-    obs_mode = "state+pixels" if policy.config.image_keys else "state"
+    options = env_options(policy)
     if kind == "sim":
         robot = cfg.robot or meta.get("robot", "panda")
-        env = make_env(spec, robot=robot, obs_mode=obs_mode, control_hz=hz)
+        env = make_env(spec, robot=robot, control_hz=hz, **options)
     else:
-        env = make_env(spec, control_hz=hz, task=meta.get("task"))
+        env = make_env(
+            spec, control_hz=hz, task=meta.get("task"), action_mode=options["action_mode"]
+        )
     check_compatible(policy, env)
     torch.set_num_threads(max(1, cfg.threads))
     loop_config = LoopConfig(

@@ -3,10 +3,11 @@
 `filter` never raises on bad numbers. It substitutes a safe command and counts what it did:
 
 - NaN/inf anywhere, a tripped watchdog or a latched e-stop -> the *hold* command: zero deltas
-  (delta modes) or the last safe joint targets (`joint_pos`), the gripper kept where it was;
+  (delta modes), the last safe joint targets (`joint_pos`) or end-effector position (`ee_pos`,
+  with zero rotation deltas), the gripper kept where it was;
 - otherwise each limit clips the command in turn: action limits, gripper range, joint limits,
   change per step, joint velocity and acceleration (joint modes), and the workspace box for the
-  predicted end-effector position (`ee_delta`).
+  predicted (`ee_delta`) or commanded (`ee_pos`) end-effector position.
 
 Every limit is an interval that contains the hold command ("stop" is always allowed: the rate
 and acceleration limits bound speeding up and reversing, never braking). Clipping in sequence
@@ -50,8 +51,15 @@ DEFAULT_WORKSPACE_HIGH = (1.5, 1.5, 1.5)
 # rad/s for `joint_pos`, where the action spec says nothing about speed: the sim controllers'
 # joint speed, below the rated speeds of the Panda (2.175) and UR5e (3.14).
 DEFAULT_MAX_JOINT_VELOCITY = 2.0
+# m/s an `ee_pos` target may move between commands: twice the sim controllers' top speed, so
+# a target may lead the arm and still keep up.
+DEFAULT_MAX_EE_TARGET_SPEED = 1.0
 # The issue asks for hold within two control periods of the last good event.
 WATCHDOG_PERIODS = 2.0
+
+
+JOINT_MODES = ("joint_pos", "joint_delta")
+EE_MODES = ("ee_delta", "ee_pos")
 
 
 class SafetyError(RobotrlError):
@@ -86,7 +94,7 @@ class SafetyConfig:
     joint_high: tuple[float, ...] | None = None
     max_joint_velocity: tuple[float, ...] | None = None  # joint modes only
     max_joint_acceleration: tuple[float, ...] | None = None  # joint modes only
-    workspace_low: tuple[float, ...] | None = DEFAULT_WORKSPACE_LOW  # ee_delta only
+    workspace_low: tuple[float, ...] | None = DEFAULT_WORKSPACE_LOW  # ee modes only
     workspace_high: tuple[float, ...] | None = DEFAULT_WORKSPACE_HIGH
     gripper_low: float = 0.0  # closed fraction: 0 open ... 1 closed
     gripper_high: float = 1.0
@@ -149,14 +157,14 @@ class SafetyConfig:
         - action limits: the action space; gripper range [0, 1];
         - `max_step`: half the range of each arm entry in delta modes (standstill to full speed
           in one period, a full reversal takes two), none for `joint_pos` arm entries (the
-          velocity limit bounds their change), the whole range for the gripper (open/close
-          commands are steps);
+          velocity limit bounds their change), DEFAULT_MAX_EE_TARGET_SPEED for `ee_pos`
+          positions, the whole range for the gripper (open/close commands are steps);
         - joint limits: the action limits in `joint_pos`, else unknown;
         - `max_joint_velocity`: the action limit / period in `joint_delta`, 2 rad/s in
           `joint_pos`; `max_joint_acceleration`: full speed from standstill in one period
           (so stopping within one period is always legal);
-        - workspace box: generous (see DEFAULT_WORKSPACE_*), only for `ee_delta` when the state
-          carries `ee.x/y/z`;
+        - workspace box: generous (see DEFAULT_WORKSPACE_*), only for `ee_delta`/`ee_pos` when
+          the state carries `ee.x/y/z`;
         - watchdog timeouts: two control periods.
         """
         names = {f.name for f in fields(cls)}
@@ -180,6 +188,8 @@ class SafetyConfig:
         else:
             max_step[:n] = span[:n] / 2
             velocity = np.maximum(np.abs(low[:n]), np.abs(high[:n])) / dt
+        if spec.mode == "ee_pos":
+            max_step[:3] = DEFAULT_MAX_EE_TARGET_SPEED * dt
         cfg["max_step"] = tuple(max_step)
         if spec.mode in ("joint_pos", "joint_delta"):
             velocity = overrides.get("max_joint_velocity", velocity)
@@ -187,7 +197,9 @@ class SafetyConfig:
                 velocity = _tuple(velocity, n, "max_joint_velocity")
                 cfg["max_joint_velocity"] = velocity
                 cfg["max_joint_acceleration"] = tuple(v / dt for v in velocity)
-        if spec.mode != "ee_delta" or not all(f"ee.{axis}" in robot.state_names for axis in "xyz"):
+        if spec.mode not in EE_MODES or not all(
+            f"ee.{axis}" in robot.state_names for axis in "xyz"
+        ):
             cfg["workspace_low"] = cfg["workspace_high"] = None
         for name in ("observation_timeout", "inference_timeout", "driver_timeout"):
             cfg[name] = WATCHDOG_PERIODS * dt
@@ -248,12 +260,12 @@ class Safety:
         self._joint_idx = _indices(robot, [f"{j}.pos" for j in robot.joint_names])
         self._ee_idx = _indices(robot, ["ee.x", "ee.y", "ee.z"])
         self._opening_idx = _indices(robot, ["gripper.opening"])
-        self._workspace = self.mode == "ee_delta" and cfg.workspace_low is not None
+        self._workspace = self.mode in EE_MODES and cfg.workspace_low is not None
         if self._workspace and self._ee_idx is None:
             raise SafetyError("a workspace box needs ee.x, ee.y, ee.z in the robot's state")
         for name in ("joint_low", "joint_high", "max_joint_velocity", "max_joint_acceleration"):
             value = getattr(cfg, name)
-            if self.mode != "ee_delta" and value is not None and len(value) != n:
+            if self.mode in JOINT_MODES and value is not None and len(value) != n:
                 raise SafetyError(f"{name} has {len(value)} entries, the arm has {n} joints")
         needs_q = self.mode == "joint_delta" and cfg.joint_low is not None
         if needs_q and self._joint_idx is None:
@@ -263,7 +275,8 @@ class Safety:
         inf = np.full(self.dim, np.inf)
         self._low, self._high = -inf.copy(), inf.copy()
         self._low[:n], self._high[:n] = cfg.low[:n], cfg.high[:n]
-        holds_zero = (self._low[:n] <= 0).all() and (self._high[:n] >= 0).all()
+        deltas = slice(3 if self.mode == "ee_pos" else 0, n)  # entries whose hold is 0
+        holds_zero = (self._low[deltas] <= 0).all() and (self._high[deltas] >= 0).all()
         if self.mode != "joint_pos" and not holds_zero:
             raise SafetyError(f"{self.mode} action limits must contain 0 (the hold command)")
         self._gripper_low, self._gripper_high = -inf.copy(), inf.copy()
@@ -277,7 +290,7 @@ class Safety:
         if (self._joint_low is None) != (self._joint_high is None):
             raise SafetyError("set both joint_low and joint_high, or neither")
         self._max_step = np.array(cfg.max_step)
-        joint_mode = self.mode in ("joint_pos", "joint_delta")
+        joint_mode = self.mode in JOINT_MODES
         self._vmax = (
             np.array(cfg.max_joint_velocity) if joint_mode and cfg.max_joint_velocity else None
         )
@@ -286,6 +299,10 @@ class Safety:
             if joint_mode and cfg.max_joint_acceleration
             else None
         )
+        if self.mode == "ee_pos":
+            if self._ee_idx is None:
+                raise SafetyError("ee_pos needs ee.x, ee.y, ee.z in the robot's state to hold")
+            self._pos_low, self._pos_high = self._low[:3], self._high[:3]
         if self.mode == "joint_pos":
             # Where a first joint target may start from: inside both action and joint limits.
             self._pos_low, self._pos_high = self._low[:n], self._high[:n]
@@ -358,7 +375,7 @@ class Safety:
         self._clip(out, "action_limit", self._low, self._high)
         if self.has_gripper:
             self._clip(out, "gripper", self._gripper_low, self._gripper_high)
-        if self._joint_low is not None and self.mode != "ee_delta":
+        if self._joint_low is not None and self.mode in JOINT_MODES:
             low, high = self._low.copy(), self._high.copy()
             if self.mode == "joint_pos":
                 low[arm], high[arm] = self._joint_low, self._joint_high
@@ -386,11 +403,15 @@ class Safety:
             high[arm] = hold[arm] + np.maximum(v + dv, 0.0) * dt
             self._clip(out, "acceleration", low, high)
         if self._workspace:
-            ee = state[self._ee_idx]
             low, high = np.full(self.dim, -np.inf), np.full(self.dim, np.inf)
             # Never further out: from outside the box, only moves back toward it are allowed.
-            low[:3] = np.minimum(np.subtract(self.config.workspace_low, ee), 0.0)
-            high[:3] = np.maximum(np.subtract(self.config.workspace_high, ee), 0.0)
+            if self.mode == "ee_pos":
+                low[:3] = np.minimum(self.config.workspace_low, hold[:3])
+                high[:3] = np.maximum(self.config.workspace_high, hold[:3])
+            else:
+                ee = state[self._ee_idx]
+                low[:3] = np.minimum(np.subtract(self.config.workspace_low, ee), 0.0)
+                high[:3] = np.maximum(np.subtract(self.config.workspace_high, ee), 0.0)
             self._clip(out, "workspace", low, high)
         return self._sent(out, hold)
 
@@ -405,7 +426,7 @@ class Safety:
         self.last_interventions[kind] = self.last_interventions.get(kind, 0) + 1
 
     def _sent(self, out: np.ndarray, hold: np.ndarray) -> np.ndarray:
-        if self.mode != "ee_delta":
+        if self.mode in JOINT_MODES:
             self._velocity = (out[: self.n_arm] - hold[: self.n_arm]) / self.dt
         self._last = out.copy()
         return out
@@ -416,27 +437,30 @@ class Safety:
         return self._sent(hold, hold)
 
     def _hold_command(self, state: np.ndarray | None, strict: bool = False) -> np.ndarray | None:
-        """Zero deltas, or the last joint targets; the gripper where it was last commanded.
-        Before the first command they come from the state. Returns None when the state the
-        command must be checked against is not finite; with `strict` (the hold is about to be
-        sent) it never does, and raises only when `joint_pos` has no joint target at all."""
+        """Zero deltas, or the last joint targets / end-effector position; the gripper where it
+        was last commanded. Before the first command they come from the state. Returns None
+        when the state the command must be checked against is not finite; with `strict` (the
+        hold is about to be sent) it never does, and raises only when `joint_pos`/`ee_pos` has
+        no target at all."""
         n = self.n_arm
         hold = np.zeros(self.dim)
+        absolute = {"joint_pos": (self._joint_idx, n), "ee_pos": (self._ee_idx, 3)}
         if self._last is not None:
             hold[n:] = self._last[n:]
-            if self.mode == "joint_pos":
-                hold[:n] = self._last[:n]
+            if self.mode in absolute:
+                hold[: absolute[self.mode][1]] = self._last[: absolute[self.mode][1]]
         else:
-            if self.mode == "joint_pos":
-                q = _read(state, self._joint_idx)
-                if q is None:
+            if self.mode in absolute:
+                index, k = absolute[self.mode]
+                measured = _read(state, index)
+                if measured is None:
                     if strict:
                         raise SafetyError(
-                            "joint_pos cannot hold before its first command without finite "
-                            "joint positions in obs['state']"
+                            f"{self.mode} cannot hold before its first command without finite "
+                            f"{'joint' if k == n else 'end-effector'} positions in obs['state']"
                         )
                     return None
-                hold[:n] = np.clip(q, self._pos_low, self._pos_high)
+                hold[:k] = np.clip(measured, self._pos_low, self._pos_high)
             if self.has_gripper:
                 opening = _read(state, self._opening_idx)
                 # Unknown opening: open, the state every episode starts in.

@@ -23,14 +23,20 @@ def evaluate(
         task=task,
         robot=robot,
         policy=getattr(policy, "kind", type(policy).__name__),
-        obs_mode="state+pixels" if policy.config.image_keys else "state",
+        **env_options(policy),
         episodes=episodes,
         seed=seed,
         video=video,
         video_episodes=1,
         progress=progress,
     )
-    env = make(task, robot=robot, obs_mode=cfg.obs_mode, render_mode="rgb_array" if video else None)
+    env = make(
+        task,
+        robot=robot,
+        obs_mode=cfg.obs_mode,
+        action_mode=cfg.action_mode,
+        render_mode="rgb_array" if video else None,
+    )
     check_compatible(policy, env)
     summary, frames = rollout(cfg, env=env, policy=policy)
     env.close()
@@ -39,6 +45,15 @@ def evaluate(
 
         write_mp4(video, frames, fps=policy.config.fps)
     return summary.to_dict()
+
+
+def env_options(policy) -> dict:
+    """How to make an env for `policy`: cameras if it sees images, and the action mode it was
+    trained in (checkpoints from before the mode was recorded: the env's default)."""
+    return {
+        "obs_mode": "state+pixels" if policy.config.image_keys else "state",
+        "action_mode": (policy.config.meta or {}).get("action_mode"),
+    }
 
 
 def check_compatible(policy, env) -> None:
@@ -55,6 +70,9 @@ def check_compatible(policy, env) -> None:
         name = key.removeprefix("observation.")
         if name not in spaces or spaces[name].shape != tuple(shape):
             raise RobotrlError(f"policy expects camera {name} {tuple(shape)}; {where} lacks it")
+    mode, env_mode = (config.meta or {}).get("action_mode"), env.unwrapped.robot.action.mode
+    if mode and mode != env_mode:
+        raise RobotrlError(f"policy was trained on {mode} actions; {where} takes {env_mode}")
     if env.action_space.shape != (config.action_dim,):
         raise RobotrlError(
             f"policy outputs {config.action_dim} action values; {where} takes "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from robotrl.env import action_mode_of
 from robotrl.errors import RobotrlError
 from robotrl.policies.runs import LoopConfig, fit
 
@@ -70,6 +71,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         meta={
             "task": next(iter(dataset.tasks.values()), ""),
             "robot": dataset.info.get("robot_type"),
+            "action_mode": action_mode_of(dataset.features["action"].get("names") or ()),
             "data": str(cfg.data),
         },
     )

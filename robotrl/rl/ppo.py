@@ -160,7 +160,7 @@ def train(run: Run):
     }
     env_steps = run.resume(modules, optimizer, schedule, rng, noise)
 
-    envs = make_vector_env(cfg.task, cfg.envs, cfg.robot)
+    envs = make_vector_env(cfg.task, cfg.envs, cfg.robot, policy.config.meta.get("action_mode"))
     base = BatchedBase(policy.base, cfg.envs, noise)
     T, N, A = cfg.rollout, cfg.envs, policy.config.action_dim
     features = torch.zeros(T, N, policy.feature_dim)

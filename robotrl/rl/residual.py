@@ -187,4 +187,7 @@ def new_residual(base_path: str | Path, **fields) -> ResidualPolicy:
     base = load_policy(base_path)
     if (base_path / "policy" / "config.json").is_file():
         base_path = base_path / "policy"
+    # deploy and eval make the env in the action mode the base was trained in
+    mode = (base.config.meta or {}).get("action_mode")
+    fields["meta"] = {"action_mode": mode, **fields.get("meta", {})}
     return ResidualPolicy(ResidualConfig(base=str(base_path), **fields), base=base)

@@ -137,7 +137,7 @@ def train(run: Run):
                 t.lerp_(s, cfg.tau)
         return {"loss": q_loss.item(), "actor_loss": actor_loss.item(), "alpha": float(alpha)}
 
-    envs = make_vector_env(cfg.task, cfg.envs, cfg.robot)
+    envs = make_vector_env(cfg.task, cfg.envs, cfg.robot, policy.config.meta.get("action_mode"))
     base = BatchedBase(policy.base, cfg.envs, noise)
     N = cfg.envs
     obs, base_action, bar = start_episodes(run, cfg, policy, counters, envs, base, env_steps)

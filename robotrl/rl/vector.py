@@ -19,7 +19,9 @@ import torch
 from robotrl.control.safety import safe
 
 
-def make_vector_env(task: str, n: int, robot: str = "panda") -> gym.vector.VectorEnv:
+def make_vector_env(
+    task: str, n: int, robot: str = "panda", action_mode: str | None = None
+) -> gym.vector.VectorEnv:
     """`n` copies of `task` in one process (2 cores: subprocesses would only add IPC). An env
     that ends is reset in the same step (its last observation is in info["final_obs"])."""
     from robotrl.tasks import make, task_name
@@ -27,7 +29,8 @@ def make_vector_env(task: str, n: int, robot: str = "panda") -> gym.vector.Vecto
     task = task_name(task)  # unknown names fail here, in one line
 
     def one():
-        return safe(make(task, robot=robot, obs_mode="state"))  # every command is filtered
+        # every command is filtered
+        return safe(make(task, robot=robot, obs_mode="state", action_mode=action_mode))
 
     return gym.vector.SyncVectorEnv(
         [one for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
