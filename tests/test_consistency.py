@@ -110,6 +110,36 @@ def test_distillation_lowers_its_loss_and_saves_a_consistency_checkpoint(teacher
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # the round trip is exact
 
 
+def test_sample_term_pulls_one_step_chunks_to_the_teachers_own_samples(
+    teacher_run,
+    reach_data,  # noqa: F811
+):
+    """Descending the sample term brings the student's 1-step chunks toward what the
+    teacher's own sampler makes from the same noise."""
+    from robotrl.data.dataset import Dataset
+    from robotrl.data.windows import WindowDataset
+    from robotrl.policies.distill import sample_distance
+
+    torch.manual_seed(0)
+    teacher = load_policy(teacher_run).eval()
+    student = ConsistencyPolicy.from_teacher(teacher)
+    c = teacher.config
+    windows = WindowDataset(Dataset(reach_data), c.n_obs, c.horizon, c.obs_keys, c.image_keys)
+    items = [windows[i] for i in range(0, len(windows), max(1, len(windows) // 32))]
+    batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    z = torch.randn(len(items), c.horizon, c.action_dim)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
+    distances = []
+    for _ in range(10):
+        loss = sample_distance(student, teacher, batch, z)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        distances.append(loss.item())
+    assert all(b < a for a, b in zip(distances, distances[1:])), distances
+    assert distances[-1] < 0.95 * distances[0], distances
+
+
 def _run(*args, timeout=120):
     return subprocess.run([*ROBOTRL, *args], capture_output=True, text=True, timeout=timeout)
 

@@ -138,14 +138,22 @@ class DiffusionPolicy(nn.Module):
     ) -> torch.Tensor:
         """Actions [B, H, A] (unnormalized) for observation windows [B, n_obs, ...]."""
         cond = self.condition(obs_window)
-        sample = torch.randn(
+        noise = torch.randn(
             (len(cond), self.config.horizon, self.config.action_dim), generator=generator
         )
+        return self.action_norm.unnormalize(self.sample(cond, noise, generator))
+
+    @torch.no_grad()
+    def sample(
+        self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Normalized chunks sampled from `noise` (deterministic for DDIM, DPM-Solver)."""
+        sample = noise
         self.sampler.set_timesteps(self.sampler_steps)
         for t in self.sampler.timesteps:
             eps = self.net(sample, t.expand(len(cond)), cond)
             sample = self.sampler.step(eps, t, sample, generator=generator).prev_sample
-        return self.action_norm.unnormalize(sample.clamp(-1, 1))
+        return sample.clamp(-1, 1)
 
     def reset(self) -> None:
         self._obs_history: deque = deque(maxlen=self.config.n_obs)
