@@ -150,12 +150,18 @@ def test_async_strategies_drop_stale_actions_and_rtc_freezes_what_ran():
     sent = np.stack([a for _, a in recorder.sent])
     with_prefix = [r for r in requests if r.prefix is not None]
     assert len(with_prefix) >= 5
+    # On a loaded machine a late tick can trip the watchdog, whose hold replaces the planned
+    # action: such ticks ran something else by design and are left out of the comparison.
+    overruled = {r.tick for r in records if r.safety}
     for request in with_prefix:
         frozen = request.prefix.frozen
         assert frozen >= 2
-        ran = sent[request.start_tick : request.start_tick + frozen]
+        ticks = range(request.start_tick, request.start_tick + frozen)
+        planned = [a for t, a in zip(ticks, request.prefix.actions) if t not in overruled]
+        ran = [sent[t] for t in ticks if t not in overruled]
         # the frozen prefix is exactly what the robot executed while the policy was thinking
-        np.testing.assert_allclose(request.prefix.actions[:frozen], ran, atol=1e-12)
+        np.testing.assert_allclose(np.array(planned), np.array(ran), atol=1e-12)
+    assert len(overruled) < len(records) / 4
 
 
 def test_sync_waits_for_every_chunk_and_drops_nothing():
