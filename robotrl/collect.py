@@ -179,8 +179,6 @@ def _device_options(cfg: CollectConfig) -> dict:
 
 def _run_episode(guarded, recorder, teleop, obs, status, summary, Event) -> tuple[str, float]:
     """Step until the task or the human ends the episode; returns (outcome, achieved Hz)."""
-    robot = recorder.unwrapped.robot
-    hold = _hold_action(robot, obs)
     t0 = time.monotonic()
     while True:
         command = teleop.read(obs)
@@ -190,8 +188,10 @@ def _run_episode(guarded, recorder, teleop, obs, status, summary, Event) -> tupl
             return "quit", 0.0
         if Event.RERECORD in events:
             return "rerecord", 0.0
-        action = hold if command.action is None else np.asarray(command.action, np.float32)
-        hold = _hold_after(robot, action)
+        if command.action is None:  # the device has nothing to say: stay put
+            action = guarded.safety.hold_command(obs).astype(np.float32)
+        else:
+            action = np.asarray(command.action, np.float32)
         # No policy runs here, so nothing is overridden: `intervention` is for HIL sessions.
         obs, _, terminated, truncated, info = guarded.step(action)
         steps = recorder.episode_length
@@ -201,29 +201,6 @@ def _run_episode(guarded, recorder, teleop, obs, status, summary, Event) -> tupl
             return "success", achieved
         if Event.FAILURE in events or terminated or truncated:
             return "failure", achieved
-
-
-def _hold_action(robot, obs) -> np.ndarray:
-    """What to send when the device has nothing to say: stay put, gripper open."""
-    action = np.zeros(robot.action.dim, np.float32)
-    if robot.action.mode == "joint_pos":
-        n = len(robot.joint_names)
-        action[:n] = obs["state"][:n]
-    if robot.action.mode == "ee_pos":
-        action[:3] = obs["state"][[robot.state_names.index(f"ee.{a}") for a in "xyz"]]
-    return action
-
-
-def _hold_after(robot, last: np.ndarray) -> np.ndarray:
-    """Holding after an action: a delta mode stops moving but keeps the gripper command."""
-    if robot.action.mode == "joint_pos":
-        return last
-    held = np.zeros_like(last)
-    if robot.action.mode == "ee_pos":
-        held[:3] = last[:3]
-    if robot.action.names[-1] == "gripper":
-        held[-1] = last[-1]
-    return held
 
 
 class StatusLine:

@@ -49,9 +49,12 @@ class Expert:
         env = self.env
         spec = env.robot.action
         ee_pos, ee_rot = env.ee_pose()
-        delta = np.concatenate([pos - ee_pos, axis_angle_between(ee_rot, rot)]) * self.gain
-        if spec.mode == "ee_pos":  # a position target: no integrator in the controller to
-            delta[:3] /= self.gain  # make up for a partial step, so ask for all of it
+        # A position target has no integrator in the controller to make up for a partial
+        # step, so ee_pos asks for all of it.
+        pos_gain = 1.0 if spec.mode == "ee_pos" else self.gain
+        delta = np.concatenate(
+            [(pos - ee_pos) * pos_gain, axis_angle_between(ee_rot, rot) * self.gain]
+        )
         # Scale the whole twist so its direction is kept when a speed limit binds.
         lin_max, ang_max = self._ik.spec.high[0], self._ik.spec.high[3]
         delta /= max(1.0, np.abs(delta[:3]).max() / lin_max, np.abs(delta[3:]).max() / ang_max)

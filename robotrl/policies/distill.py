@@ -140,8 +140,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
         diff = predicted - goal
         if "action_is_pad" in batch:  # padded steps past the episode end teach nothing
             diff = diff * (~batch["action_is_pad"])[..., None]
-        distance = pseudo_huber(diff)
-        loss = distance.mean()
+        loss = pseudo_huber(diff).mean()
         if cfg.dsm_weight:
             loss = loss + cfg.dsm_weight * student.loss(batch, generator)
         if cfg.sample_weight:
