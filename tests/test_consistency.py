@@ -190,7 +190,9 @@ def test_bench_policy_measures_the_consistency_speed_up():
     result = _run("bench", "policy", "--json", "--repeats", "5", "--threads", "1", timeout=300)
     assert result.returncode == 0, result.stderr
     rows = {r["sampler"]: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"DDPM-100", "DDIM-10", "consistency-1", "consistency-3"}
+    assert set(rows) == {"DDPM-100", "DDIM-10", "consistency-1", "consistency-3", "consistency-1x8"}
+    assert rows["consistency-1x8"]["candidates"] == 8
     # 10 network evaluations against 1: even a busy machine shows most of that
     assert rows["consistency-1"]["median_ms"] * 3 < rows["DDIM-10"]["median_ms"]
     assert rows["DDIM-10"]["median_ms"] * 3 < rows["DDPM-100"]["median_ms"]
+    assert rows["consistency-1x8"]["median_ms"] * 2 < rows["DDIM-10"]["median_ms"]

@@ -1,4 +1,4 @@
-"""`robotrl demo`, the main job, on a tiny budget: every stage runs, the report names all three
+"""`robotrl demo`, the main job, on a tiny budget: every stage runs, the report names all four
 policies, and a second run resumes instead of redoing the work."""
 
 import json
@@ -16,10 +16,10 @@ def test_demo_pipeline_writes_the_report_and_resumes(tmp_path, capsys):
     argv += ["--distill-steps", "2", "--eval-episodes", "1"]
     assert main(argv) == 0
     report = (out / "report.md").read_text()
-    for name in ("diffusion DDIM-10", "consistency 1-step", "consistency 3-step"):
+    for name in ("diffusion DDIM-10", "consistency 1-step", "consistency 1-step x8"):
         assert f"| {name} |" in report
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["network_evals"] for r in summary["rows"]] == [10, 1, 3]
+    assert [r["network_evals"] for r in summary["rows"]] == [10, 1, 1, 3]
     assert all(r["median_ms"] > 0 for r in summary["rows"])
     for name in ("comparison.png", "rollout.mp4", "diffusion/curves.png", "consistency/policy"):
         assert (out / name).exists(), name

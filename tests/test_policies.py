@@ -85,6 +85,29 @@ def test_select_action_executes_n_action_steps_per_chunk():
     torch.testing.assert_close(first_window[0, 0], first_window[0, 1])  # history padded at start
 
 
+def test_candidates_continue_the_previous_chunk():
+    """With several candidates per plan, the executed chunk is the one whose start lies
+    closest to what the previous chunk planned for those ticks: the seam between chunks
+    shrinks against single sampling, at one batched network pass per plan."""
+
+    def seams(candidates: int) -> float:
+        policy = tiny_policy(candidates=candidates).eval()
+        passes, chunks = [], []
+        plan, predict = policy.plan, policy.predict_chunk
+        policy.predict_chunk = lambda window: (
+            passes.append(len(window["observation.state"])) or (predict(window))
+        )
+        policy.plan = lambda window: chunks.append(plan(window)) or chunks[-1]
+        torch.manual_seed(0)
+        for _ in range(4 * 20):
+            policy.select_action({"state": np.full(5, 0.5, np.float32)})
+        assert passes == [1] + [candidates] * 19  # the first plan has nothing to continue
+        gaps = [(b[:4] - a[4:]).pow(2).sum().item() for a, b in zip(chunks, chunks[1:])]
+        return float(np.mean(gaps))
+
+    assert seams(16) < 0.5 * seams(1)
+
+
 def _cfg(data, out, steps, **kw):
     return TrainConfig(
         data=str(data),
@@ -226,3 +249,31 @@ def test_policy_remembers_its_action_mode(tmp_path):
     assert result["episodes"] == 1
     with pytest.raises(RobotrlError, match="trained on ee_pos actions; .* takes ee_delta"):
         check_compatible(policy, make("Reach"))
+
+
+def test_state_selection_conditions_on_the_named_entries_only(reach_data, tmp_path):
+    """`--state ee.x,ee.y,ee.z`: the policy sees those entries of observation.state (and all
+    of the other inputs); the entries left out do not change its chunk, the kept ones do."""
+    from robotrl.data.dataset import Dataset
+    from robotrl.errors import RobotrlError
+
+    names = list(Dataset(reach_data).features["observation.state"]["names"])
+    run = train(_cfg(reach_data, tmp_path / "run", 4, state="ee.x,ee.y,ee.z"), progress=False)
+    policy = load_policy(run).eval()
+    kept = [names.index(n) for n in ("ee.x", "ee.y", "ee.z")]
+    assert policy.config.obs_select[0] == tuple(kept)
+    dims = policy.config.obs_dims
+    assert policy.cond_dim == 2 * (3 + sum(dims[1:]))
+    window = {k: torch.rand(1, 2, d) for k, d in zip(policy.config.obs_keys, dims)}
+
+    def chunk(w):
+        return policy.predict_chunk(w, generator=torch.Generator().manual_seed(0))
+
+    other = {k: v.clone() for k, v in window.items()}
+    dropped = [i for i in range(dims[0]) if i not in kept]
+    other["observation.state"][..., dropped] += 5.0
+    torch.testing.assert_close(chunk(window), chunk(other), rtol=0, atol=0)
+    other["observation.state"][..., kept[0]] += 5.0
+    assert not torch.equal(chunk(window), chunk(other))
+    with pytest.raises(RobotrlError, match="observation.state has no 'ee.w'"):
+        train(_cfg(reach_data, tmp_path / "bad", 4, state="ee.x,ee.w"), progress=False)

@@ -166,6 +166,8 @@ def cmd_eval(args) -> int:
         )
     if args.sampler or args.steps:
         policy.set_sampler(args.sampler or "ddim", args.steps or policy.sampler_steps)
+    if args.candidates:
+        policy.config.candidates = args.candidates
     task = args.task or policy.config.meta.get("task")
     if not task:
         raise RobotrlError("--task is required: the checkpoint does not say which task it is for")
@@ -264,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--sampler", default=None, choices=("ddpm", "ddim", "dpm"))
     p.add_argument("--steps", type=int, default=None, help="sampling steps (network evals)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="chunks sampled per plan; the one continuing the last chunk best is executed",
+    )
     p.add_argument("--video", default=None, help="write an MP4 of the first episode")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)

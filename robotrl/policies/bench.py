@@ -1,6 +1,7 @@
 """`robotrl bench policy`: time to plan one action chunk, batch 1 on this machine, for the
-same network sampled four ways: DDPM with 100 steps, DDIM with 10, and the consistency
-policy with 1 and 3 steps. Latency does not depend on the weights, so without a checkpoint
+same network sampled five ways: DDPM with 100 steps, DDIM with 10, and the consistency
+policy with 1 and 3 steps, and 1 step for 8 candidate chunks at once (what
+`candidates = 8` plans with). Latency does not depend on the weights, so without a checkpoint
 the benchmark builds the default network at the PushT state policy's sizes."""
 
 from __future__ import annotations
@@ -43,22 +44,25 @@ def bench_policy(
     student = (student or ConsistencyPolicy.from_teacher(teacher)).eval()
     teacher.eval()
     window = _random_window(teacher)
-    variants = [
-        ("DDPM-100", teacher, "ddpm", 100),
-        ("DDIM-10", teacher, "ddim", 10),
-        ("consistency-1", student, "cm", 1),
-        ("consistency-3", student, "cm", 3),
+    variants = [  # name, policy, sampler, network evaluations, chunks per pass
+        ("DDPM-100", teacher, "ddpm", 100, 1),
+        ("DDIM-10", teacher, "ddim", 10, 1),
+        ("consistency-1", student, "cm", 1, 1),
+        ("consistency-3", student, "cm", 3, 1),
+        ("consistency-1x8", student, "cm", 1, 8),
     ]
     variants = [v for v in variants if only is None or v[0] in only]
     params = sum(p.numel() for p in teacher.parameters())
     rows = []
-    for name, policy, sampler, steps in variants:
+    for name, policy, sampler, steps, chunks in variants:
         policy.set_sampler(sampler, steps)
-        times = _time(lambda p=policy: p.predict_chunk(window), repeats if steps < 100 else 10)
+        batch = {k: v.expand(chunks, *v.shape[1:]) for k, v in window.items()}
+        times = _time(lambda p=policy, b=batch: p.predict_chunk(b), repeats if steps < 100 else 10)
         rows.append(
             {
                 "sampler": name,
                 "network_evals": steps,
+                "candidates": chunks,
                 "median_ms": float(np.median(times)),
                 "p99_ms": float(np.percentile(times, 99)),
                 "params_M": params / 1e6,

@@ -28,6 +28,8 @@ SCHEDULERS = ("ddpm", "ddim", "dpm")
 class DiffusionConfig:
     obs_keys: tuple[str, ...] = ("observation.state", "observation.environment_state")
     obs_dims: tuple[int, ...] = ()
+    # per obs key, the indices of its entries the policy looks at (empty: all of them)
+    obs_select: tuple[tuple[int, ...], ...] = ()
     action_dim: int = 0
     n_obs: int = 2
     horizon: int = 16
@@ -42,6 +44,10 @@ class DiffusionConfig:
     image_feature_dim: int = 64  # features per camera
     image_base_width: int = 12  # ResNet width: 64 is the full ResNet-18
     crop_ratio: float = 0.9
+    # Chunks sampled per plan in one batched pass; `select_action` executes the one that best
+    # continues the previous chunk's unexecuted actions (Bidirectional Decoding's backward
+    # coherence, Liu et al. 2024): fewer switches between modes from one chunk to the next.
+    candidates: int = 1
     meta: dict = field(default_factory=dict)  # task, robot: for humans and `eval` defaults
 
     def to_dict(self) -> dict:
@@ -88,8 +94,14 @@ class DiffusionPolicy(nn.Module):
             if action_stats
             else MinMaxNormalizer.empty(config.action_dim)
         )
+        self.obs_select = [
+            torch.as_tensor(config.obs_select[i])
+            if config.obs_select and config.obs_select[i]
+            else None
+            for i in range(len(dims))
+        ]
         self.image_encoder = None
-        features = sum(dims)
+        features = sum(len(s) if s is not None else d for s, d in zip(self.obs_select, dims))
         if config.image_keys:
             from robotrl.policies.encoders import ImageEncoder
 
@@ -100,7 +112,8 @@ class DiffusionPolicy(nn.Module):
                 crop_ratio=config.crop_ratio,
             )
             features += self.image_encoder.out_dim
-        self.net = ConditionalUnet1D(config.action_dim, config.n_obs * features, config.channels)
+        self.cond_dim = config.n_obs * features
+        self.net = ConditionalUnet1D(config.action_dim, self.cond_dim, config.channels)
         self.train_scheduler = make_scheduler("ddpm", config.train_steps)
         self.sampler = make_scheduler(config.sampler, config.train_steps)
         self.sampler_steps = config.inference_steps
@@ -113,9 +126,10 @@ class DiffusionPolicy(nn.Module):
     # ---- training -----------------------------------------------------------------------
     def condition(self, batch: dict) -> torch.Tensor:
         """Normalized observation history [B, n_obs, D] flattened to [B, n_obs * D]."""
-        parts = [
-            norm.normalize(batch[k].float()) for k, norm in zip(self.config.obs_keys, self.obs_norm)
-        ]
+        parts = []
+        for key, norm, select in zip(self.config.obs_keys, self.obs_norm, self.obs_select):
+            part = norm.normalize(batch[key].float())
+            parts.append(part if select is None else part[..., select])
         if self.image_encoder is not None:
             parts.append(self.image_encoder(batch))
         return torch.cat(parts, dim=-1).flatten(1)
@@ -158,6 +172,7 @@ class DiffusionPolicy(nn.Module):
     def reset(self) -> None:
         self._obs_history: deque = deque(maxlen=self.config.n_obs)
         self._actions: deque = deque()
+        self._last_chunk: torch.Tensor | None = None
 
     def select_action(self, obs: dict) -> np.ndarray:
         """One action for an env observation (keys without `observation.`); plans a chunk
@@ -173,6 +188,21 @@ class DiffusionPolicy(nn.Module):
         self._obs_history.append(frame)
         if not self._actions:
             window = {k: torch.stack([f[k] for f in self._obs_history])[None] for k in frame}
-            chunk = self.predict_chunk(window)[0]
+            chunk = self.plan(window)
             self._actions.extend(chunk[: self.config.n_action_steps].numpy())
         return self._actions.popleft()
+
+    def plan(self, window: dict) -> torch.Tensor:
+        """The chunk [H, A] to execute from one observation window."""
+        n = self.config.candidates if self._last_chunk is not None else 1
+        if n <= 1:
+            chunk = self.predict_chunk(window)[0]
+        else:
+            chunks = self.predict_chunk({k: v.expand(n, *v.shape[1:]) for k, v in window.items()})
+            done = self.config.n_action_steps  # how far the last chunk ran before this plan
+            overlap = self.config.horizon - done
+            previous = self.action_norm.normalize(self._last_chunk[done:])
+            gap = (self.action_norm.normalize(chunks[:, :overlap]) - previous).pow(2)
+            chunk = chunks[int(gap.flatten(1).sum(1).argmin())]
+        self._last_chunk = chunk
+        return chunk

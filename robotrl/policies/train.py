@@ -1,8 +1,11 @@
 """`robotrl train`: fit a diffusion policy to a dataset.
 
 State policies condition on `observation.state` (+ `observation.environment_state` when the
-dataset has it); `--cameras front,wrist` (or `all`) adds those cameras through the image
-encoders and drops the privileged environment state, as a policy for a real arm must.
+dataset has it); `--state ee.x,ee.y,ee.z` narrows the robot state to the named entries (on
+PushT the joint angles and tool orientation say nothing the pusher position does not, and
+with 100 demos a policy that sees them keys its actions on them); `--cameras front,wrist`
+(or `all`) adds those cameras through the image encoders and drops the privileged
+environment state, as a policy for a real arm must.
 The loop, checkpoints and resume live in `robotrl.policies.runs`.
 """
 
@@ -28,6 +31,10 @@ class TrainConfig(LoopConfig):
     policy: str = field(default="diffusion", metadata={"help": "policy type"})
     cameras: str = field(
         default="", metadata={"help": "cameras to see, comma-separated or 'all' (default: none)"}
+    )
+    state: str = field(
+        default="",
+        metadata={"help": "observation.state entries to look at, comma-separated (default: all)"},
     )
     n_obs: int = field(default=2, metadata={"help": "observation history"})
     horizon: int = field(default=16, metadata={"help": "predicted action chunk"})
@@ -61,6 +68,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     config = DiffusionConfig(
         obs_keys=obs_keys,
         obs_dims=tuple(dataset.features[k]["shape"][0] for k in obs_keys),
+        obs_select=_state_select(cfg.state, dataset, obs_keys),
         action_dim=dataset.features["action"]["shape"][0],
         n_obs=cfg.n_obs,
         horizon=cfg.horizon,
@@ -88,6 +96,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     return run
 
 
+def _state_select(names: str, dataset, obs_keys) -> tuple[tuple[int, ...], ...]:
+    """Indices of the named `observation.state` entries (the other keys: all entries)."""
+    if not names:
+        return ()
+    available = list(dataset.features["observation.state"].get("names") or ())
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise RobotrlError(
+            f"--state: observation.state has no {unknown[0]!r}; it has: {', '.join(available)}"
+        )
+    return tuple(
+        tuple(available.index(n) for n in wanted) if k == "observation.state" else ()
+        for k in obs_keys
+    )
+
+
 def _camera_keys(cameras: str, dataset) -> tuple[str, ...]:
     available = tuple(dataset.video_keys)
     if not cameras:
@@ -111,7 +136,7 @@ def _check_same_run(run: Path, cfg: TrainConfig) -> None:
     if not (run / "state").is_dir() or not saved.is_file():
         return
     before = json.loads(saved.read_text())
-    shape = ("data", "policy", "cameras", "n_obs", "horizon")
+    shape = ("data", "policy", "cameras", "state", "n_obs", "horizon")
     changed = [k for k in shape if before.get(k, getattr(cfg, k)) != getattr(cfg, k)]
     if changed:
         raise RobotrlError(

@@ -129,7 +129,7 @@ class ConRFT:
     def __init__(self, policy, cfg: ConRFTConfig):
         self.policy, self.cfg = policy, cfg
         self.k = policy.config.n_action_steps
-        n_cond = policy.config.n_obs * sum(policy.config.obs_dims)
+        n_cond = policy.cond_dim
         self.critic = ChunkCritic(n_cond, self.k * policy.config.action_dim)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(policy.net.parameters(), lr=cfg.actor_lr)
