@@ -94,12 +94,8 @@ class DiffusionPolicy(nn.Module):
             if action_stats
             else MinMaxNormalizer.empty(config.action_dim)
         )
-        self.obs_select = [
-            torch.as_tensor(config.obs_select[i])
-            if config.obs_select and config.obs_select[i]
-            else None
-            for i in range(len(dims))
-        ]
+        selects = config.obs_select or ((),) * len(dims)
+        self.obs_select = [torch.as_tensor(s) if s else None for s in selects]
         self.image_encoder = None
         features = sum(len(s) if s is not None else d for s, d in zip(self.obs_select, dims))
         if config.image_keys:

@@ -101,7 +101,7 @@ def _state_select(names: str, dataset, obs_keys) -> tuple[tuple[int, ...], ...]:
     if not names:
         return ()
     available = list(dataset.features["observation.state"].get("names") or ())
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = _comma_list(names)
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise RobotrlError(
@@ -121,12 +121,16 @@ def _camera_keys(cameras: str, dataset) -> tuple[str, ...]:
         if not available:
             raise RobotrlError(f"--cameras all: {dataset.root} has no camera features")
         return available
-    keys = tuple(f"observation.images.{c.strip()}" for c in cameras.split(",") if c.strip())
+    keys = tuple(f"observation.images.{c}" for c in _comma_list(cameras))
     missing = [k for k in keys if k not in available]
     if missing:
         names = ", ".join(k.removeprefix("observation.images.") for k in available) or "none"
         raise RobotrlError(f"dataset has no camera {missing[0]!r}; it has: {names}")
     return keys
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _check_same_run(run: Path, cfg: TrainConfig) -> None:
