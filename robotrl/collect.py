@@ -38,6 +38,11 @@ class CollectConfig:
     device: str | None = field(default=None, metadata={"help": "device path (hidraw, event, tty)"})
     calibration: str | None = field(default=None, metadata={"help": "leader-arm calibration JSON"})
     keep_failures: bool = field(default=False, metadata={"help": "also save failed episodes"})
+    action_noise: float = field(
+        default=0.0,
+        metadata={"help": "std of Gaussian noise added to each executed action (its units); "
+                  "the dataset keeps the device's own action (DART)"},
+    )  # fmt: skip
     max_seconds: float | None = field(default=None, metadata={"help": "stop after this long"})
     env: str | None = field(
         default=None, metadata={"help": "ros:CONFIG records through a ROS 2 arm (RosEnv)"}
@@ -63,6 +68,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     if cfg.episodes < 1:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
+    if cfg.action_noise < 0:
+        raise RobotrlError(f"--action-noise must be >= 0, got {cfg.action_noise}")
     device_cls = _teleop_class(cfg.teleop) if cfg.teleop == "ros" else teleop_class(cfg.teleop)
     human = cfg.teleop != "expert"
     action_mode = device_cls.required_action_mode
@@ -85,7 +92,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         )
     recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
     # Every command passes the safety layer before the recorder, so the dataset holds what
-    # the robot was actually sent.
+    # the robot was actually sent (with --action-noise: what the device asked for).
     guarded = safe(recorder)
     for message in recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)
@@ -102,7 +109,10 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                 break
             obs, _ = guarded.reset(seed=seed)
             teleop.reset()
-            outcome, achieved = _run_episode(guarded, recorder, teleop, obs, status, summary, Event)
+            noise = ActionNoise(cfg.action_noise, seed)
+            outcome, achieved = _run_episode(
+                guarded, recorder, teleop, obs, status, summary, Event, noise
+            )
             if outcome == "rerecord":
                 recorder.discard_episode()
                 summary.discarded += 1
@@ -177,7 +187,24 @@ def _device_options(cfg: CollectConfig) -> dict:
     return options
 
 
-def _run_episode(guarded, recorder, teleop, obs, status, summary, Event) -> tuple[str, float]:
+class ActionNoise:
+    """DART (Laskey et al. 2017): execute the demonstrator's action plus Gaussian noise and
+    record the demonstrator's own action. The dataset then shows how the expert recovers
+    from the small drifts a policy makes, instead of only the states of its own clean runs.
+    Per-episode seeded, so a dataset is reproducible."""
+
+    def __init__(self, std: float, seed: int):
+        self.std, self.rng = std, np.random.default_rng([seed, 0xDA27])
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if not self.std:
+            return action
+        return (action + self.rng.normal(0.0, self.std, action.shape)).astype(action.dtype)
+
+
+def _run_episode(
+    guarded, recorder, teleop, obs, status, summary, Event, noise: ActionNoise
+) -> tuple[str, float]:
     """Step until the task or the human ends the episode; returns (outcome, achieved Hz)."""
     t0 = time.monotonic()
     while True:
@@ -193,7 +220,9 @@ def _run_episode(guarded, recorder, teleop, obs, status, summary, Event) -> tupl
         else:
             action = np.asarray(command.action, np.float32)
         # No policy runs here, so nothing is overridden: `intervention` is for HIL sessions.
-        obs, _, terminated, truncated, info = guarded.step(action)
+        obs, _, terminated, truncated, info = guarded.step(noise(action))
+        if noise.std:
+            recorder.relabel_last_action(action)
         steps = recorder.episode_length
         achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else 0.0
         status.update(summary, steps, achieved)

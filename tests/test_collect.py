@@ -41,6 +41,30 @@ def test_collect_with_expert_appends(tmp_path):
     assert dataset.episodes[0]["length"] < 40
 
 
+def test_action_noise_is_executed_and_the_clean_action_recorded(tmp_path):
+    """DART: replaying the recorded actions plus the same per-episode noise through a fresh
+    env behind the safety layer reproduces the recorded observations, which holds only if the
+    noise was executed and the dataset kept the expert's own actions."""
+    from robotrl.collect import ActionNoise, CollectConfig, collect
+    from robotrl.control import safe
+    from robotrl.tasks import make
+
+    out = tmp_path / "dart"
+    cfg = CollectConfig(task="Reach", teleop="expert", episodes=1, out=str(out))
+    collect(CollectConfig(**{**vars(cfg), "action_noise": 0.02}))
+    collect(CollectConfig(**{**vars(cfg), "out": str(tmp_path / "clean")}))
+    noisy, clean = Dataset(out).episode(0), Dataset(tmp_path / "clean").episode(0)
+    n = min(len(noisy["action"]), len(clean["action"]))
+    assert np.abs(noisy["observation.state"][:n] - clean["observation.state"][:n]).max() > 1e-3
+
+    env = safe(make("Reach"))
+    obs, _ = env.reset(seed=0)
+    noise = ActionNoise(0.02, 0)
+    for t, action in enumerate(noisy["action"]):
+        np.testing.assert_allclose(obs["state"], noisy["observation.state"][t], atol=1e-5)
+        obs, *_ = env.step(noise(action))
+
+
 def test_collect_rejects_bad_device_cleanly(tmp_path):
     result = subprocess.run(
         [*ROBOTRL, "collect", "--teleop", "joystick", "--out", str(tmp_path / "x")],

@@ -64,6 +64,27 @@ def test_chained_sampling_evaluates_the_network_once_per_step(steps):
     assert torch.all(chunk.abs() <= 1 + 1e-6)  # within the action normalizer's range
 
 
+def test_warm_start_continues_the_previous_chunk_in_one_evaluation():
+    student = ConsistencyPolicy.from_teacher(tiny_policy()).eval()
+    timesteps = []
+    student.net.register_forward_hook(lambda net, args, out: timesteps.append(int(args[1][0])))
+    for _ in range(12):  # plans at ticks 0, 4 and 8
+        student.select_action({"state": np.full(5, 0.5, np.float32)})
+    warm = int((student.grid_sigmas - student.config.warm_sigma).abs().argmin())
+    top, warm_t = student.grid_timesteps[-1], student.grid_timesteps[warm]
+    assert 0 < warm < len(student.grid_sigmas) - 1
+    assert timesteps == [top, warm_t, warm_t]  # the first chunk from noise, then warm
+
+    # At the lowest level f is the identity: what comes back is the previous chunk's
+    # unexecuted rest, its last action held to fill the horizon (plus sigma_min noise).
+    window = {"observation.state": torch.rand(1, 2, 5)}
+    previous = student.predict_chunk(window)[0]
+    student.config.warm_sigma = float(student.grid_sigmas[0])
+    chunk = student.continue_chunk(window, previous)[0]
+    held = torch.cat([previous[4:], previous[-1:].expand(4, -1)])
+    assert (chunk - held).abs().max() < 0.15 < (student.predict_chunk(window)[0] - held).abs().max()
+
+
 @pytest.fixture(scope="module")
 def teacher_run(reach_data, tmp_path_factory):  # noqa: F811
     run = tmp_path_factory.mktemp("teacher") / "run"
@@ -181,6 +202,8 @@ def test_corrupt_and_foreign_checkpoints_fail_in_one_line(teacher_run, tmp_path)
     (other / "config.json").write_text(json.dumps({**meta, "policy": "act"}))
     result = _run("eval", "--policy", str(other), "--task", "Reach", "--episodes", "1")
     assert result.returncode == 2 and "type 'act'" in result.stderr
+    result = _run("eval", "--policy", str(teacher_run), "--warm-sigma", "1", "--episodes", "1")
+    assert result.returncode == 2 and "--warm-sigma is for consistency" in result.stderr
     # a Reach policy on PushT: observation shapes differ
     result = _run("eval", "--policy", str(teacher_run), "--task", "PushT", "--episodes", "1")
     assert result.returncode == 2 and "policy expects" in result.stderr, result.stderr
@@ -190,9 +213,10 @@ def test_bench_policy_measures_the_consistency_speed_up():
     result = _run("bench", "policy", "--json", "--repeats", "5", "--threads", "1", timeout=300)
     assert result.returncode == 0, result.stderr
     rows = {r["sampler"]: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"DDPM-100", "DDIM-10", "consistency-1", "consistency-3", "consistency-1x8"}
-    assert rows["consistency-1x8"]["candidates"] == 8
+    names = {"DDPM-100", "DDIM-10", "consistency-1", "consistency-3", "consistency-1-warm"}
+    assert set(rows) == names
+    assert rows["consistency-1-warm"]["warm_start"]
     # 10 network evaluations against 1: even a busy machine shows most of that
     assert rows["consistency-1"]["median_ms"] * 3 < rows["DDIM-10"]["median_ms"]
     assert rows["DDIM-10"]["median_ms"] * 3 < rows["DDPM-100"]["median_ms"]
-    assert rows["consistency-1x8"]["median_ms"] * 2 < rows["DDIM-10"]["median_ms"]
+    assert rows["consistency-1-warm"]["median_ms"] * 3 < rows["DDIM-10"]["median_ms"]

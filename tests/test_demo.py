@@ -16,7 +16,7 @@ def test_demo_pipeline_writes_the_report_and_resumes(tmp_path, capsys):
     argv += ["--distill-steps", "2", "--eval-episodes", "1"]
     assert main(argv) == 0
     report = (out / "report.md").read_text()
-    for name in ("diffusion DDIM-10", "consistency 1-step", "consistency 1-step x8"):
+    for name in ("diffusion DDIM-10", "consistency 1-step", "consistency 1-step cold"):
         assert f"| {name} |" in report
     summary = json.loads((out / "summary.json").read_text())
     assert [r["network_evals"] for r in summary["rows"]] == [10, 1, 1, 3]

@@ -277,3 +277,15 @@ def test_state_selection_conditions_on_the_named_entries_only(reach_data, tmp_pa
     assert not torch.equal(chunk(window), chunk(other))
     with pytest.raises(RobotrlError, match="observation.state has no 'ee.w'"):
         train(_cfg(reach_data, tmp_path / "bad", 4, state="ee.x,ee.w"), progress=False)
+
+
+def test_channels_set_the_network_widths(reach_data, tmp_path):
+    from robotrl.errors import RobotrlError
+
+    run = train(_cfg(reach_data, tmp_path / "run", 2, channels="16,32"), progress=False)
+    policy = load_policy(run)
+    assert policy.config.channels == (16, 32)
+    assert sum(p.numel() for p in policy.net.parameters()) < 200_000
+    for bad in ("16,abc", "", "12,24"):
+        with pytest.raises(RobotrlError, match="--channels"):
+            train(_cfg(reach_data, tmp_path / "bad", 2, channels=bad), progress=False)

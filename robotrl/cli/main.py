@@ -168,6 +168,10 @@ def cmd_eval(args) -> int:
         policy.set_sampler(args.sampler or "ddim", args.steps or policy.sampler_steps)
     if args.candidates:
         policy.config.candidates = args.candidates
+    if args.warm_sigma is not None:
+        if policy.kind != "consistency":
+            raise RobotrlError(f"--warm-sigma is for consistency policies, not {policy.kind}")
+        policy.config.warm_sigma = args.warm_sigma
     task = args.task or policy.config.meta.get("task")
     if not task:
         raise RobotrlError("--task is required: the checkpoint does not say which task it is for")
@@ -271,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="chunks sampled per plan; the one continuing the last chunk best is executed",
+    )
+    p.add_argument(
+        "--warm-sigma",
+        type=float,
+        default=None,
+        help="consistency: noise level the previous chunk is re-noised to (0: plan from noise)",
     )
     p.add_argument("--video", default=None, help="write an MP4 of the first episode")
     p.add_argument("--json", action="store_true")

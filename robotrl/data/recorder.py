@@ -92,6 +92,13 @@ class Recorder(gym.Wrapper):
             self.save_episode()
         return obs, reward, terminated, truncated, info
 
+    def relabel_last_action(self, action) -> None:
+        """Record `action` for the last step instead of the command that was executed (DART:
+        the demonstrator's intent, not the noise added to it)."""
+        if not self.episode_length:
+            raise RobotrlError("nothing recorded in this episode")
+        self._buffer["action"][-1] = np.asarray(action, np.float32)
+
     def save_episode(self, success: bool | None = None, extra: dict | None = None) -> int:
         """Commit the episode recorded so far. `success` overrides the env's verdict (a human
         pressed success or failure); the last frame is then marked done."""

@@ -46,6 +46,13 @@ class ConsistencyConfig(DiffusionConfig):
     # for EDM's c_skip, whose blend of noisy input at sigma 2 ruins the chunk.
     skip_scale: float = SKIP_SCALE
     sample_steps: int = 1  # network evaluations per chunk: 1, or a few chained ones
+    # Warm start (SDEdit, Meng et al. 2022): after the first chunk of an episode, `plan` noises
+    # the previous chunk's unexecuted actions (held at their last value to fill the horizon)
+    # to this level and maps them to a clean chunk, instead of starting from pure noise. The
+    # new observation still steers the chunk (sigma 1 is well above the demonstrations'
+    # spread between neighbouring chunks), but it no longer jumps between modes from one
+    # chunk to the next. Lift, 300 episodes: 1-step 87% from noise, 98% warm. 0 turns it off.
+    warm_sigma: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> ConsistencyConfig:
@@ -114,18 +121,43 @@ class ConsistencyPolicy(DiffusionPolicy):
         self, obs_window: dict, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         cond = self.condition(obs_window)
-        batch, top = len(cond), len(self.grid_sigmas) - 1
-        shape = (batch, self.config.horizon, self.config.action_dim)
-        # Chained sampling: jump to the end point, re-noise to a lower grid level, jump again.
-        levels = np.linspace(top, 0, self.config.sample_steps + 1).round().astype(int)[:-1]
+        shape = (len(cond), self.config.horizon, self.config.action_dim)
+        top = len(self.grid_sigmas) - 1
+        start = self.grid_sigmas[top] * torch.randn(shape, generator=generator)
+        return self.action_norm.unnormalize(self._chain(start, top, cond, generator))
+
+    def plan(self, window: dict) -> torch.Tensor:
+        if self._last_chunk is None or not self.config.warm_sigma:
+            return super().plan(window)
+        chunk = self.continue_chunk(window, self._last_chunk)[0]
+        self._last_chunk = chunk
+        return chunk
+
+    @torch.no_grad()
+    def continue_chunk(
+        self, obs_window: dict, previous: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The chunk [1, H, A] after `previous` [H, A] executed `n_action_steps`, warm-started
+        from its unexecuted rest noised to `warm_sigma` (see ConsistencyConfig)."""
+        done = self.config.n_action_steps
+        rest = self.action_norm.normalize(previous[done:])
+        held = torch.cat([rest, rest[-1:].expand(done, -1)])[None]
+        level = int((self.grid_sigmas - self.config.warm_sigma).abs().argmin())
+        noise = torch.randn(held.shape, generator=generator)
+        start = held + self.grid_sigmas[level] * noise
+        cond = self.condition(obs_window)
+        return self.action_norm.unnormalize(self._chain(start, level, cond, generator))
+
+    def _chain(self, x, level: int, cond, generator) -> torch.Tensor:
+        """`sample_steps` chained evaluations from `x` at grid `level`: jump to the end point,
+        re-noise to a lower level, jump again."""
+        levels = np.linspace(level, 0, self.config.sample_steps + 1).round().astype(int)[:-1]
         sample = None
         for level in levels:
-            sigma = self.grid_sigmas[level]
-            noise = torch.randn(shape, generator=generator)
-            if sample is None:
-                x = sigma * noise
-            else:
+            if sample is not None:
+                sigma = self.grid_sigmas[level]
+                noise = torch.randn(sample.shape, generator=generator)
                 x = sample + (sigma**2 - self.grid_sigmas[0] ** 2).sqrt() * noise
-            index = torch.full((batch,), int(level), dtype=torch.long)
+            index = torch.full((len(x),), int(level), dtype=torch.long)
             sample = self.consistency(x, index, cond).clamp(-1, 1)
-        return self.action_norm.unnormalize(sample)
+        return sample

@@ -39,6 +39,9 @@ class TrainConfig(LoopConfig):
     n_obs: int = field(default=2, metadata={"help": "observation history"})
     horizon: int = field(default=16, metadata={"help": "predicted action chunk"})
     n_action_steps: int = field(default=8, metadata={"help": "actions executed per chunk"})
+    channels: str = field(
+        default="64,128,256", metadata={"help": "U-Net widths per level, comma-separated"}
+    )
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -73,6 +76,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         n_obs=cfg.n_obs,
         horizon=cfg.horizon,
         n_action_steps=cfg.n_action_steps,
+        channels=_channels(cfg.channels),
         fps=dataset.fps,
         image_keys=image_keys,
         image_shapes=tuple(tuple(dataset.features[k]["shape"]) for k in image_keys),
@@ -129,6 +133,18 @@ def _camera_keys(cameras: str, dataset) -> tuple[str, ...]:
     return keys
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in _comma_list(text))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 8 or any(w % 8 for w in widths):
+        raise RobotrlError(
+            f"--channels '{text}': give widths that are multiples of 8, e.g. 64,128,256"
+        )
+    return widths
+
+
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -140,7 +156,7 @@ def _check_same_run(run: Path, cfg: TrainConfig) -> None:
     if not (run / "state").is_dir() or not saved.is_file():
         return
     before = json.loads(saved.read_text())
-    shape = ("data", "policy", "cameras", "state", "n_obs", "horizon")
+    shape = ("data", "policy", "cameras", "state", "n_obs", "horizon", "channels")
     changed = [k for k in shape if before.get(k, getattr(cfg, k)) != getattr(cfg, k)]
     if changed:
         raise RobotrlError(
