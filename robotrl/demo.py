@@ -182,12 +182,17 @@ def _plot(path: Path, rows: list[dict]) -> None:
 
     names = [r["policy"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    left.bar(names, [100 * r["success_rate"] for r in rows], color="tab:green")
+    bars = left.bar(names, [100 * r["success_rate"] for r in rows], color="tab:green")
+    left.bar_label(bars, fmt="%.0f%%", fontsize=8)
     left.set_ylabel("success (%)")
-    left.set_ylim(0, 100)
-    right.bar(names, [r["median_ms"] for r in rows], color="tab:blue")
-    right.set_ylabel("ms per chunk (median)")
+    left.set_ylim(0, 110)
+    bars = right.bar(names, [r["median_ms"] for r in rows], color="tab:blue")
+    right.bar_label(bars, fmt="%.1f ms", fontsize=8)
+    right.set_ylabel("ms per chunk (median, log)")
     right.set_yscale("log")
+    right.set_ylim(top=2 * max(r["median_ms"] for r in rows))
+    right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in (left, right):
         ax.tick_params(axis="x", labelrotation=15, labelsize=8)
     fig.tight_layout()
