@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--candidates",
         type=int,
         default=None,
-        help="chunks sampled per plan; the one continuing the last chunk best is executed",
+        help="chunks sampled per plan; the one continuing the last chunk best is executed "
+        "(a consistency policy warm-starts instead unless --warm-sigma 0)",
     )
     p.add_argument(
         "--warm-sigma",

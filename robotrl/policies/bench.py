@@ -1,8 +1,9 @@
 """`robotrl bench policy`: time to plan one action chunk, batch 1 on this machine, for the
 same network sampled five ways: DDPM with 100 steps, DDIM with 10, and the consistency
 policy with 1 and 3 steps from noise, and 1 step warm-started from the previous chunk (what
-the consistency policy's `select_action` plans with after an episode's first chunk). Latency does not depend on the weights, so without a checkpoint
-the benchmark builds the default network at the PushT state policy's sizes."""
+the consistency policy's `select_action` plans with after an episode's first chunk).
+Latency does not depend on the weights, so without a checkpoint the benchmark builds the
+default network at the PushT state policy's sizes."""
 
 from __future__ import annotations
 

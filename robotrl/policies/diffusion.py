@@ -190,15 +190,19 @@ class DiffusionPolicy(nn.Module):
 
     def plan(self, window: dict) -> torch.Tensor:
         """The chunk [H, A] to execute from one observation window."""
+        self._last_chunk = self._next_chunk(window)
+        return self._last_chunk
+
+    def _next_chunk(self, window: dict) -> torch.Tensor:
         n = self.config.candidates if self._last_chunk is not None else 1
         if n <= 1:
-            chunk = self.predict_chunk(window)[0]
-        else:
-            chunks = self.predict_chunk({k: v.expand(n, *v.shape[1:]) for k, v in window.items()})
-            done = self.config.n_action_steps  # how far the last chunk ran before this plan
-            overlap = self.config.horizon - done
-            previous = self.action_norm.normalize(self._last_chunk[done:])
-            gap = (self.action_norm.normalize(chunks[:, :overlap]) - previous).pow(2)
-            chunk = chunks[int(gap.flatten(1).sum(1).argmin())]
-        self._last_chunk = chunk
-        return chunk
+            return self.predict_chunk(window)[0]
+        chunks = self.predict_chunk({k: v.expand(n, *v.shape[1:]) for k, v in window.items()})
+        rest = self.unexecuted(self._last_chunk)
+        gap = (self.action_norm.normalize(chunks[:, : len(rest)]) - rest).pow(2)
+        return chunks[int(gap.flatten(1).sum(1).argmin())]
+
+    def unexecuted(self, previous: torch.Tensor) -> torch.Tensor:
+        """The normalized actions of chunk `previous` [H, A] that were still queued when the
+        next plan started (it ran `n_action_steps` of them)."""
+        return self.action_norm.normalize(previous[self.config.n_action_steps :])
