@@ -289,3 +289,31 @@ def test_channels_set_the_network_widths(reach_data, tmp_path):
     for bad in ("16,abc", "", "12,24"):
         with pytest.raises(RobotrlError, match="--channels"):
             train(_cfg(reach_data, tmp_path / "bad", 2, channels=bad), progress=False)
+
+
+def test_obs_encoder_features_join_the_conditioning(reach_data, tmp_path):
+    from robotrl.errors import RobotrlError
+
+    run = train(_cfg(reach_data, tmp_path / "run", 2, obs_encoder_dim=16), progress=False)
+    policy = load_policy(run)
+    raw = policy.config.n_obs * sum(policy.config.obs_dims)
+    assert policy.config.obs_encoder_dim == 16
+    assert policy.cond_dim == raw + 16
+    window = {
+        k: torch.randn(3, policy.config.n_obs, d)
+        for k, d in zip(policy.config.obs_keys, policy.config.obs_dims)
+    }
+    cond = policy.condition(window)
+    assert cond.shape == (3, raw + 16)
+    # the raw history comes first; the features are a function of it
+    assert torch.equal(cond[:, raw:], policy.obs_encoder(cond[:, :raw]))
+    other = {k: v + 0.5 for k, v in window.items()}
+    assert not torch.allclose(policy.condition(other)[:, raw:], cond[:, raw:])
+    horizon, action_dim = policy.config.horizon, policy.config.action_dim
+    assert policy.predict_chunk(window).shape == (3, horizon, action_dim)
+    from robotrl.policies.consistency import ConsistencyPolicy
+
+    student = ConsistencyPolicy.from_teacher(policy)  # the encoder's weights come along
+    assert torch.equal(student.condition(window), cond)
+    with pytest.raises(RobotrlError, match="--obs-encoder-dim"):
+        train(_cfg(reach_data, tmp_path / "bad", 2, obs_encoder_dim=-1), progress=False)

@@ -35,6 +35,11 @@ class DiffusionConfig:
     horizon: int = 16
     n_action_steps: int = 8
     channels: tuple[int, ...] = (64, 128, 256)
+    # Width of an MLP (`encoders.StateEncoder`) over the flattened observation history whose
+    # features join the raw history in the FiLM conditioning; 0: the raw history alone, as in
+    # Diffusion Policy. FiLM is linear in its input; the MLP gives every block nonlinear
+    # features of the state, e.g. where the tool is relative to a rotated object.
+    obs_encoder_dim: int = 0
     train_steps: int = 100  # diffusion steps of the noise schedule
     sampler: str = "ddim"
     inference_steps: int = 10
@@ -109,6 +114,13 @@ class DiffusionPolicy(nn.Module):
             )
             features += self.image_encoder.out_dim
         self.cond_dim = config.n_obs * features
+        self.obs_encoder = None
+        if config.obs_encoder_dim:
+            from robotrl.policies.encoders import StateEncoder
+
+            width = config.obs_encoder_dim
+            self.obs_encoder = StateEncoder(self.cond_dim, width, width)
+            self.cond_dim += width
         self.net = ConditionalUnet1D(config.action_dim, self.cond_dim, config.channels)
         self.train_scheduler = make_scheduler("ddpm", config.train_steps)
         self.sampler = make_scheduler(config.sampler, config.train_steps)
@@ -121,14 +133,18 @@ class DiffusionPolicy(nn.Module):
 
     # ---- training -----------------------------------------------------------------------
     def condition(self, batch: dict) -> torch.Tensor:
-        """Normalized observation history [B, n_obs, D] flattened to [B, n_obs * D]."""
+        """Normalized observation history [B, n_obs, D] flattened to [B, n_obs * D] (and the
+        observation encoder's features of it)."""
         parts = []
         for key, norm, select in zip(self.config.obs_keys, self.obs_norm, self.obs_select):
             part = norm.normalize(batch[key].float())
             parts.append(part if select is None else part[..., select])
         if self.image_encoder is not None:
             parts.append(self.image_encoder(batch))
-        return torch.cat(parts, dim=-1).flatten(1)
+        history = torch.cat(parts, dim=-1).flatten(1)
+        if self.obs_encoder is None:
+            return history
+        return torch.cat([history, self.obs_encoder(history)], dim=-1)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         actions = self.action_norm.normalize(batch["action"].float())

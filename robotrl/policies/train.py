@@ -42,6 +42,13 @@ class TrainConfig(LoopConfig):
     channels: str = field(
         default="64,128,256", metadata={"help": "U-Net widths per level, comma-separated"}
     )
+    obs_encoder_dim: int = field(
+        default=0,
+        metadata={
+            "help": "width of an MLP on the observation history whose features join it in "
+            "the U-Net's conditioning (default: 0, the raw history)"
+        },
+    )
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -77,6 +84,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         horizon=cfg.horizon,
         n_action_steps=cfg.n_action_steps,
         channels=_channels(cfg.channels),
+        obs_encoder_dim=_obs_encoder_dim(cfg.obs_encoder_dim),
         fps=dataset.fps,
         image_keys=image_keys,
         image_shapes=tuple(tuple(dataset.features[k]["shape"]) for k in image_keys),
@@ -145,6 +153,12 @@ def _channels(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _obs_encoder_dim(width: int) -> int:
+    if width < 0:
+        raise RobotrlError(f"--obs-encoder-dim {width}: give a width >= 1, or 0 for none")
+    return width
+
+
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -157,6 +171,7 @@ def _check_same_run(run: Path, cfg: TrainConfig) -> None:
         return
     before = json.loads(saved.read_text())
     shape = ("data", "policy", "cameras", "state", "n_obs", "horizon", "channels")
+    shape += ("obs_encoder_dim",)
     changed = [k for k in shape if before.get(k, getattr(cfg, k)) != getattr(cfg, k)]
     if changed:
         raise RobotrlError(
