@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from robotrl.policies.checkpoint import CheckpointError, load_policy, save_policy
+from robotrl.policies.consistency import ConsistencyPolicy
 from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robotrl.policies.train import TrainConfig, train
 
@@ -311,8 +312,6 @@ def test_obs_encoder_features_join_the_conditioning(reach_data, tmp_path):
     assert not torch.allclose(policy.condition(other)[:, raw:], cond[:, raw:])
     horizon, action_dim = policy.config.horizon, policy.config.action_dim
     assert policy.predict_chunk(window).shape == (3, horizon, action_dim)
-    from robotrl.policies.consistency import ConsistencyPolicy
-
     student = ConsistencyPolicy.from_teacher(policy)  # the encoder's weights come along
     assert torch.equal(student.condition(window), cond)
     with pytest.raises(RobotrlError, match="--obs-encoder-dim"):

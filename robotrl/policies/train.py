@@ -22,6 +22,17 @@ from robotrl.errors import RobotrlError
 from robotrl.policies.runs import LoopConfig, fit
 
 OBS_KEYS = ("observation.state", "observation.environment_state")
+# options that fix what a run directory holds: resuming with others would load mismatched weights
+RUN_SHAPE = (
+    "data",
+    "policy",
+    "cameras",
+    "state",
+    "n_obs",
+    "horizon",
+    "channels",
+    "obs_encoder_dim",
+)
 
 
 @dataclass
@@ -170,9 +181,7 @@ def _check_same_run(run: Path, cfg: TrainConfig) -> None:
     if not (run / "state").is_dir() or not saved.is_file():
         return
     before = json.loads(saved.read_text())
-    shape = ("data", "policy", "cameras", "state", "n_obs", "horizon", "channels")
-    shape += ("obs_encoder_dim",)
-    changed = [k for k in shape if before.get(k, getattr(cfg, k)) != getattr(cfg, k)]
+    changed = [k for k in RUN_SHAPE if before.get(k, getattr(cfg, k)) != getattr(cfg, k)]
     if changed:
         raise RobotrlError(
             f"{run} holds a run with different {', '.join(changed)}; use another --out "
