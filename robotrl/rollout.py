@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -44,6 +45,9 @@ class RolloutSummary:
     wall_time_s: float
     successes: list[bool] = field(repr=False)
     lengths: list[int] = field(repr=False)
+    # per episode, the task's reward at its best (its progress: PushT's coverage / 0.95)
+    scores: list[float] = field(repr=False, default_factory=list)
+    mean_score: float = 0.0
     safety_interventions: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -87,7 +91,7 @@ def rollout(
     if not isinstance(env, SafeEnv):
         env = safe(env)  # every command to an env passes the safety layer
     policy = policy or make_policy(cfg.policy, env)
-    successes, lengths, frames = [], [], []
+    successes, lengths, scores, frames = [], [], [], []
     step_time, start = 0.0, time.perf_counter()
     bar = tqdm(
         range(cfg.episodes),
@@ -96,18 +100,21 @@ def rollout(
         disable=None if cfg.progress else True,
         leave=False,
     )
+    rng_scope = _EpisodeSeededTorch(policy)
     try:
         for episode in bar:
             obs, info = env.reset(seed=cfg.seed + episode)
             policy.reset()
+            rng_scope.seed(cfg.seed + episode)
             filming = episode < film
-            length, done = 0, False
+            length, best, done = 0, -np.inf, False
             while not done:
                 action = policy.select_action(obs)
                 t = time.perf_counter()
-                obs, _, terminated, truncated, info = env.step(action)
+                obs, reward, terminated, truncated, info = env.step(action)
                 step_time += time.perf_counter() - t
                 length += 1
+                best = max(best, float(reward))
                 done = terminated or truncated
                 if filming:
                     text = f"{task_name(cfg.task)} / {cfg.robot} / episode {episode}"
@@ -116,8 +123,10 @@ def rollout(
                     )
             successes.append(bool(info["is_success"]))
             lengths.append(length)
+            scores.append(best)
             bar.set_postfix(success=f"{np.mean(successes):.0%}")
     finally:
+        rng_scope.close()
         if own_env:
             env.close()
     summary = RolloutSummary(
@@ -131,6 +140,28 @@ def rollout(
         wall_time_s=time.perf_counter() - start,
         successes=successes,
         lengths=lengths,
+        scores=scores,
+        mean_score=float(np.mean(scores)),
         safety_interventions=dict(env.safety.interventions),
     )
     return summary, frames
+
+
+class _EpisodeSeededTorch(contextlib.ExitStack):
+    """A torch policy samples its noise from torch's global RNG. Seeding it per episode makes
+    an episode's outcome depend on its seed alone, not on the episodes before it or on which
+    process ran it (`evaluate(workers=N)` gives the same figures for every N); the caller's RNG
+    state is restored afterwards, so an evaluation inside training does not change training."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.torch = None
+        if hasattr(policy, "parameters"):
+            import torch
+
+            self.torch = torch
+            self.enter_context(torch.random.fork_rng(devices=[]))
+
+    def seed(self, seed: int) -> None:
+        if self.torch is not None:
+            self.torch.manual_seed(seed)

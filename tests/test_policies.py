@@ -215,6 +215,29 @@ def test_image_policy_trains_and_runs_in_eval(tmp_path):
     assert result["episodes"] == 1 and result["mean_episode_length"] > 0
 
 
+def test_evaluation_gives_the_same_figures_in_any_number_of_processes(reach_data, tmp_path):
+    """Episode i runs on seed + i for env and sampling noise: two worker processes (the
+    policy travels as a checkpoint, with its sampler override) reproduce one process exactly,
+    a later episode alone reproduces itself, and the caller's torch RNG is left untouched."""
+    from robotrl.policies.evaluate import evaluate
+
+    policy = load_policy(train(_cfg(reach_data, tmp_path / "run", 4), progress=False)).eval()
+    policy.set_sampler("ddpm", 5)  # stochastic at every step: scores depend on the noise
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    one = evaluate(policy, "Reach", episodes=3, seed=7, progress=False)
+    assert torch.equal(torch.rand(1), before)
+    two = evaluate(policy, "Reach", episodes=3, seed=7, progress=False, workers=2)
+    assert one["scores"] == two["scores"] and one["lengths"] == two["lengths"]
+    assert len(set(one["scores"])) == 3  # episodes differ: the comparison is not vacuous
+    alone = evaluate(policy, "Reach", episodes=1, seed=9, progress=False)
+    assert alone["scores"] == one["scores"][2:]
+    policy.set_sampler("ddpm", 6)
+    other = evaluate(policy, "Reach", episodes=3, seed=7, progress=False, workers=2)
+    assert other["scores"] != one["scores"]  # the workers sample the way the policy was set
+
+
 def test_unknown_camera_is_a_one_line_error(reach_data, tmp_path):
     result = subprocess.run(
         [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from robotrl.cli.config import add_config_args, config_from_args
 from robotrl.collect import CollectConfig
 from robotrl.errors import RobotrlError
+from robotrl.policies.evaluate import EVAL_SEED
 from robotrl.rollout import RolloutConfig
 
 
@@ -176,13 +178,23 @@ def cmd_eval(args) -> int:
     if not task:
         raise RobotrlError("--task is required: the checkpoint does not say which task it is for")
     robot = args.robot or policy.config.meta.get("robot") or "panda"
-    result = evaluate(policy, task, robot, args.episodes, video=args.video, progress=not args.json)
+    result = evaluate(
+        policy,
+        task,
+        robot,
+        args.episodes,
+        seed=args.seed,
+        video=args.video,
+        progress=not args.json,
+        workers=args.workers or os.cpu_count() or 1,
+    )
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"{result['task']} on {robot}: success {result['success_rate']:.0%} over "
-            f"{result['episodes']} unseen episodes, mean length {result['mean_episode_length']:.1f}"
+            f"{result['episodes']} unseen episodes, mean best score {result['mean_score']:.3f}, "
+            f"mean length {result['mean_episode_length']:.1f}"
         )
     return 0
 
@@ -268,6 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="default: the task it was trained on")
     p.add_argument("--robot", default=None)
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=EVAL_SEED,
+        help=f"seed of the first episode (env and sampling noise; default {EVAL_SEED}: unseen)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes sharing the episodes (same figures for any number; 0: one per core)",
+    )
     p.add_argument("--sampler", default=None, choices=("ddpm", "ddim", "dpm"))
     p.add_argument("--steps", type=int, default=None, help="sampling steps (network evals)")
     p.add_argument(

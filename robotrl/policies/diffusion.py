@@ -129,8 +129,11 @@ class DiffusionPolicy(nn.Module):
         self.reset()
 
     def set_sampler(self, kind: str, steps: int) -> None:
+        """Sample with `kind` in `steps` network evaluations (kept in the config, so a saved
+        copy samples the same way)."""
         self.sampler = make_scheduler(kind, self.config.train_steps)
         self.sampler_steps = steps
+        self.config.sampler, self.config.inference_steps = kind, steps
 
     # ---- training -----------------------------------------------------------------------
     def condition(self, batch: dict) -> torch.Tensor:
