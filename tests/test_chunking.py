@@ -133,3 +133,49 @@ def test_unguidable_policy_falls_back_to_blending():
     target, weights = np.ones((8, 3)), rtc_weights(8, delay=2, overlap=6)
     out = guided_chunk(policy, {"observation.state": torch.rand(1, 2, 5)}, target, weights)[0]
     np.testing.assert_allclose(out[:, 0].numpy(), weights, atol=1e-6)  # w * 1 + (1 - w) * 0
+
+
+def test_forecast_puts_commanded_entries_at_the_queued_targets_and_extrapolates_the_rest():
+    """PushT in ee_pos: the pusher entries of the forecast frames are the queued targets of the
+    ticks before them, the block moves on at its last velocity, frames not past the newest
+    observation stay as observed, and nothing queued ahead leaves the window as it is."""
+    from robotrl.control.forecast import ObservationForecast
+    from robotrl.policies.diffusion import DiffusionConfig
+    from robotrl.tasks import make
+
+    env = make("PushT", action_mode="ee_pos")
+    robot = env.unwrapped.robot
+    config = DiffusionConfig(obs_keys=("observation.state", "observation.environment_state"))
+    forecast = ObservationForecast(config, robot)
+    names = list(robot.state_names)
+    ee = [names.index(n) for n in ("ee.x", "ee.y", "ee.z")]
+    state = np.stack([np.arange(len(names)), np.arange(len(names)) + 0.5]).astype(np.float32)
+    block = np.array([[0.1, 0.2, 1.0, 0.0], [0.11, 0.19, 1.0, 0.0]], np.float32)
+    window = {"observation.state": state, "observation.environment_state": block}
+    queued = [np.full(6, 10.0 + i) for i in range(3)]  # actions for ticks r, r + 1, r + 2
+
+    out = forecast(window, queued)  # the window of tick r + 3: frames r + 2 and r + 3
+    np.testing.assert_allclose(out["observation.state"][:, ee], [[11.0] * 3, [12.0] * 3])
+    others = [i for i in range(len(names)) if i not in ee]
+    np.testing.assert_allclose(out["observation.state"][1, others], state[1, others] + 3 * 0.5)
+    velocity = block[1] - block[0]
+    np.testing.assert_allclose(
+        out["observation.environment_state"],
+        [block[1] + 2 * velocity, block[1] + 3 * velocity],
+        atol=1e-6,
+    )
+
+    one = forecast(window, queued[:1])  # tick r + 1: the newest observed frame, then a forecast
+    np.testing.assert_array_equal(one["observation.environment_state"][0], block[1])
+    np.testing.assert_allclose(one["observation.state"][1, ee], [10.0] * 3)
+    assert forecast(window, []) is window
+    env.close()
+
+
+def test_a_chunk_planned_for_a_later_tick_lets_the_previous_one_run_until_then():
+    s = make_strategy("receding", H, execute_steps=4)
+    s.add(chunk(0), tick=0)
+    s.add(chunk(6, value=99.0), tick=4)  # planned for tick 6, landed during tick 4
+    assert s.dropped == 0
+    assert [s.action(t)[1] for t in (4, 5, 6, 7)] == [0.0, 0.0, 99.0, 99.0]
+    assert not s.wants_inference(5, delay=2) and s.remaining(4) == 10

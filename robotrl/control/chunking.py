@@ -76,6 +76,7 @@ class Strategy:
 
     name = ""
     blocking = False  # the loop waits for each chunk
+    planned_ahead = False  # chunks start at the tick they are expected to land (a forecast)
 
     def __init__(self, horizon: int, execute_steps: int):
         if not 1 <= execute_steps <= horizon:
@@ -86,15 +87,22 @@ class Strategy:
 
     def reset(self) -> None:
         self.active: Chunk | None = None
+        # the chunk before `active`, for the ticks before `active` starts (a chunk planned for
+        # the tick it was expected to land can land early)
+        self.previous: Chunk | None = None
 
     # ---- what the loop asks -----------------------------------------------------------
     def wants_inference(self, tick: int, delay: int) -> bool:
         """Start a request now? `delay`: the expected inference time in ticks."""
-        if self.active is None or self.active.at(tick) is None:
+        if self.action(tick) is None:
             return True  # nothing left to execute
         # After `execute_steps`, or earlier when the next chunk would otherwise land after this
-        # one runs out (a request at tick r lands before tick r + delay starts).
-        lead = max(1, min(self.execute_steps, self.horizon - delay))
+        # one runs out (a request at tick r lands before tick r + delay starts). A chunk planned
+        # for the tick it lands is requested `delay` ticks before this one has run its share.
+        if self.planned_ahead:
+            lead = max(1, self.execute_steps - delay)
+        else:
+            lead = max(1, min(self.execute_steps, self.horizon - delay))
         return tick >= self.active.start_tick + lead
 
     def prefix(self, tick: int, delay: int) -> Prefix | None:
@@ -104,17 +112,23 @@ class Strategy:
     def add(self, chunk: Chunk, tick: int) -> None:
         """A chunk arrived during `tick` (before that tick's action is chosen)."""
         self.dropped += max(0, min(tick, chunk.end_tick) - chunk.start_tick)
+        self.previous = self.active if chunk.start_tick > tick else None
         self.active = chunk
 
     def action(self, tick: int) -> np.ndarray | None:
         """The action for `tick`, or None when there is none (the loop then holds)."""
-        return None if self.active is None else self.active.at(tick)
+        if self.active is None:
+            return None
+        if tick < self.active.start_tick and self.previous is not None:
+            return self.previous.at(tick)
+        return self.active.at(tick)
 
     def remaining(self, tick: int) -> int:
         """Actions queued for `tick` and later."""
         if self.active is None:
             return 0
-        return max(0, self.active.end_tick - max(tick, self.active.start_tick))
+        first = tick if self.previous is not None else max(tick, self.active.start_tick)
+        return max(0, self.active.end_tick - first)
 
 
 class Sync(Strategy):

@@ -46,6 +46,13 @@ class DeployConfig:
     execute_steps: int | None = field(
         default=None, metadata={"help": "actions per chunk; None: the policy's n_action_steps"}
     )
+    forecast: bool = field(
+        default=True,
+        metadata={
+            "help": "asynchronous strategies plan from the observation forecast for when the "
+            "chunk lands (queued actions for the commanded state, last velocity for the rest)"
+        },
+    )
     telemetry: str | None = field(default=None, metadata={"help": "stream per-tick JSONL here"})
     plot: str | None = field(
         default="out/deploy/telemetry.png", metadata={"help": "telemetry plot (PNG); '' for none"}
@@ -103,6 +110,7 @@ def deploy(cfg: DeployConfig) -> dict:
         strategy=cfg.strategy,
         hz=hz,
         execute_steps=cfg.execute_steps,
+        forecast=cfg.forecast,
         realtime_sched=cfg.realtime_sched,
         cpu=cfg.cpu,
     )
@@ -125,6 +133,7 @@ def deploy(cfg: DeployConfig) -> dict:
         "env": spec,
         "policy": cfg.policy,
         "strategy": cfg.strategy,
+        "forecast": cfg.forecast,
         "hz": hz,
         "inference_delay_s": cfg.inference_delay,
         "inference": cfg.inference,

@@ -28,7 +28,7 @@ from robotrl.control.chunking import Prefix
 @dataclass
 class Request:
     window: dict[str, np.ndarray]  # policy obs key -> [n_obs, ...]
-    start_tick: int  # the tick of the newest observation in the window
+    start_tick: int  # the tick the window describes (its newest observation's, or forecast)
     prefix: Prefix | None = None  # RTC: inpaint toward these actions
     submitted: float = 0.0  # monotonic seconds
 

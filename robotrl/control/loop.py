@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from robotrl.control.chunking import Chunk, LatencyEstimate, make_strategy
+from robotrl.control.forecast import ObservationForecast
 from robotrl.control.inference import InferenceWorker, ObservationHistory, Request
 from robotrl.control.safety import SafeEnv, safe
 from robotrl.control.telemetry import Telemetry, TickRecord
@@ -48,6 +49,9 @@ class LoopConfig:
     cpu: int | None = None  # pin the loop thread to this CPU
     first_chunk_timeout_s: float = 30.0  # an episode starts once the first chunk is there
     pause_gc: bool = True  # no garbage-collector pauses mid-episode (collected between episodes)
+    # asynchronous strategies plan from the observation forecast for when the chunk lands
+    # (`robotrl.control.forecast`) rather than the one of the tick the request starts
+    forecast: bool = False
 
 
 class RateKeeper:
@@ -188,6 +192,10 @@ class ControlLoop:
         self.worker = worker
         self.telemetry = telemetry or Telemetry()
         self.history = ObservationHistory(pc)
+        self.forecast = None
+        if cfg.forecast and not self.strategy.blocking:
+            self.forecast = ObservationForecast(pc, robot)
+            self.strategy.planned_ahead = True
         self.rate = RateKeeper(self.dt, cfg.spin_s, clock)
         self.latency = LatencyEstimate(self.dt)
         self.watchdog = self.env.safety.watchdog
@@ -242,8 +250,7 @@ class ControlLoop:
             if result is not None:
                 arrived = self._arrive(result, tick)
             if not self.worker.busy and strategy.wants_inference(tick, self.latency.ticks):
-                prefix = strategy.prefix(tick, self.latency.ticks)
-                self.worker.submit(Request(self.history.window(), tick, prefix))
+                self.worker.submit(self._request(tick))
             must_wait = strategy.blocking or strategy.active is None
             if must_wait and self.worker.busy and strategy.action(tick) is None:
                 # sync, or an episode's first chunk: the robot stands still meanwhile
@@ -317,6 +324,16 @@ class ControlLoop:
         self.telemetry.close()
 
     # ---- internals --------------------------------------------------------------------
+    def _request(self, tick: int) -> Request:
+        """The request for a chunk: from this tick's observations, or (forecasting, with a
+        chunk running) from the forecast for the tick the new chunk is expected to land."""
+        delay, window = self.latency.ticks, self.history.window()
+        ahead = delay if self.forecast is not None and self.strategy.active is not None else 0
+        if ahead:
+            window = self.forecast(window, [self.strategy.action(tick + i) for i in range(ahead)])
+        prefix = self.strategy.prefix(tick + ahead, delay - ahead)
+        return Request(window, tick + ahead, prefix)
+
     def _arrive(self, result, tick: int) -> tuple[float, int]:
         """Hand a finished chunk to the strategy; returns (latency s, actions dropped)."""
         before = self.strategy.dropped
