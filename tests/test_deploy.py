@@ -73,9 +73,26 @@ def test_deploy_runs_every_strategy_with_telemetry_and_plot(
     if strategy == "sync":
         assert summary["telemetry"]["waited_s"] > 0.02 * (len(ticks) / 8 - 1)
         assert summary["telemetry"]["dropped_actions"] == 0
-    else:  # the loop kept ticking while the policy thought: late actions were dropped
-        assert summary["telemetry"]["dropped_actions"] > 0
+    else:  # the loop kept ticking while the policy thought: it waited for the first chunk only
+        assert summary["forecast"] is True  # chunks planned for the tick they land
+        first_wait = summary["telemetry"]["inference_ms"]["max"] / 1e3 + 0.05  # + tick work
+        assert summary["telemetry"]["waited_s"] <= first_wait
         assert summary["telemetry"]["held_ticks"] < len(ticks) / 4  # queue rarely ran dry
+
+
+def test_deploy_without_forecast_drops_the_actions_whose_time_passed(reach_checkpoint, capsys):
+    code, out = run_cli(
+        [
+            "deploy",
+            *("--policy", str(reach_checkpoint), "--strategy", "receding", "--episodes", "1"),
+            *("--inference-delay", "0.02", "--no-forecast", "--plot", ""),
+            *("--inference", "thread", "--no-status", "--json"),
+        ],
+        capsys,
+    )
+    summary = json.loads(out)
+    assert code == 0 and summary["forecast"] is False
+    assert summary["telemetry"]["dropped_actions"] > 0
 
 
 def test_deploy_with_the_policy_in_its_own_process(reach_checkpoint, capsys):
