@@ -179,3 +179,13 @@ def test_a_chunk_planned_for_a_later_tick_lets_the_previous_one_run_until_then()
     assert s.dropped == 0
     assert [s.action(t)[1] for t in (4, 5, 6, 7)] == [0.0, 0.0, 99.0, 99.0]
     assert not s.wants_inference(5, delay=2) and s.remaining(4) == 10
+
+
+def test_rtc_planned_ahead_steers_only_the_first_entries_toward_the_previous_chunk():
+    s = make_strategy("rtc", H, execute_steps=4)
+    s.planned_ahead = True
+    s.add(chunk(0), tick=0)
+    p = s.prefix(5, delay=0)  # a chunk planned for tick 5: nothing of it runs during inference
+    assert p.frozen == 0
+    assert p.weights[0] > p.weights[1] > 0 and not p.weights[2:].any()
+    np.testing.assert_array_equal(p.actions[:2, 0], [5, 6])  # the previous chunk's ticks 5, 6

@@ -150,12 +150,18 @@ class Receding(Strategy):
 
 class RealTimeChunking(Strategy):
     name = "rtc"
+    # Planned ahead (a forecast), the new chunk starts where the actions that run during
+    # inference end: nothing is frozen, and the previous chunk's later actions were planned
+    # from older observations than the forecast, so they only steer its first few entries.
+    soft_ticks_planned_ahead = 2
 
     def prefix(self, tick: int, delay: int) -> Prefix | None:
         if self.active is None:
             return None
         # The previous chunk's actions, re-indexed to the new chunk: entry i is tick `tick + i`.
         overlap = max(0, min(self.active.end_tick - tick, self.horizon))
+        if self.planned_ahead:
+            overlap = min(overlap, delay + self.soft_ticks_planned_ahead)
         delay = min(delay, overlap)
         if overlap == 0:
             return None
