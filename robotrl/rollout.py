@@ -53,6 +53,27 @@ class RolloutSummary:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of(
+        cls, task, robot, policy, successes, lengths, scores, step_time_s, wall_time_s, safety
+    ) -> RolloutSummary:
+        """The summary of episodes' outcomes (`step_time_s`: seconds spent in `env.step`)."""
+        return cls(
+            task=task,
+            robot=robot,
+            policy=policy,
+            episodes=len(successes),
+            success_rate=float(np.mean(successes)),
+            mean_episode_length=float(np.mean(lengths)),
+            env_steps_per_s=sum(lengths) / step_time_s,
+            wall_time_s=wall_time_s,
+            successes=list(successes),
+            lengths=list(lengths),
+            scores=list(scores),
+            mean_score=float(np.mean(scores)),
+            safety_interventions=dict(safety),
+        )
+
 
 def make_policy(name: str, env):
     """The policy named on the command line: `expert` (bound to `env`) or a checkpoint."""
@@ -129,20 +150,16 @@ def rollout(
         rng_scope.close()
         if own_env:
             env.close()
-    summary = RolloutSummary(
-        task=task_name(cfg.task),
-        robot=cfg.robot,
-        policy=cfg.policy,
-        episodes=cfg.episodes,
-        success_rate=float(np.mean(successes)),
-        mean_episode_length=float(np.mean(lengths)),
-        env_steps_per_s=sum(lengths) / step_time,
-        wall_time_s=time.perf_counter() - start,
-        successes=successes,
-        lengths=lengths,
-        scores=scores,
-        mean_score=float(np.mean(scores)),
-        safety_interventions=dict(env.safety.interventions),
+    summary = RolloutSummary.of(
+        task_name(cfg.task),
+        cfg.robot,
+        cfg.policy,
+        successes,
+        lengths,
+        scores,
+        step_time,
+        time.perf_counter() - start,
+        env.safety.interventions,
     )
     return summary, frames
 

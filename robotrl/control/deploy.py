@@ -20,8 +20,7 @@ from robotrl.control.inference import InferenceWorker, ProcessInferenceWorker, p
 from robotrl.control.loop import ControlLoop, LoopConfig
 from robotrl.control.telemetry import Telemetry, TickRecord, format_summary
 from robotrl.errors import RobotrlError
-
-EVAL_SEED = 100_000  # as `robotrl eval`: episodes the policy never saw in its demonstrations
+from robotrl.policies.evaluate import EVAL_SEED  # episodes the policy never saw in its demos
 
 
 @dataclass

@@ -8,13 +8,14 @@ split the episodes and give the same figures as one process, in a fraction of th
 from __future__ import annotations
 
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 from tqdm import tqdm
 
 from robotrl.errors import RobotrlError
-from robotrl.rollout import RolloutConfig, rollout
+from robotrl.rollout import RolloutConfig, RolloutSummary, rollout
 
 EVAL_SEED = 100_000  # demonstrations use seeds from 0: evaluation episodes are unseen
 
@@ -100,8 +101,6 @@ def check_compatible(policy, env) -> None:
 def _evaluate_in_processes(policy, task, robot, episodes, seed, progress, workers) -> dict:
     """`evaluate` with the episodes spread over `workers` processes in small batches; the
     policy travels as a checkpoint (saved to a temporary directory, never pickled)."""
-    import time
-
     from robotrl.policies.checkpoint import save_policy
 
     start = time.perf_counter()
@@ -146,24 +145,23 @@ def _evaluate_batch(task: str, robot: str, episodes: int, seed: int) -> dict:
 
 def merge_summaries(parts: list[dict], wall_time_s: float) -> dict:
     """One summary of consecutive batches of episodes (rollout summaries as dicts)."""
-    successes = [s for p in parts for s in p["successes"]]
-    lengths = [n for p in parts for n in p["lengths"]]
-    scores = [x for p in parts for x in p["scores"]]
-    step_time = sum(sum(p["lengths"]) / p["env_steps_per_s"] for p in parts)
-    interventions: dict = {}
+    from collections import Counter
+
+    def joined(key: str) -> list:
+        return [x for p in parts for x in p[key]]
+
+    safety: Counter = Counter()
     for p in parts:
-        for key, count in p["safety_interventions"].items():
-            interventions[key] = interventions.get(key, 0) + count
-    return {
-        **parts[0],
-        "episodes": len(successes),
-        "success_rate": sum(successes) / len(successes),
-        "mean_episode_length": sum(lengths) / len(lengths),
-        "env_steps_per_s": sum(lengths) / step_time,
-        "wall_time_s": wall_time_s,
-        "successes": successes,
-        "lengths": lengths,
-        "scores": scores,
-        "mean_score": sum(scores) / len(scores),
-        "safety_interventions": interventions,
-    }
+        safety.update(p["safety_interventions"])
+    first = parts[0]
+    return RolloutSummary.of(
+        first["task"],
+        first["robot"],
+        first["policy"],
+        joined("successes"),
+        joined("lengths"),
+        joined("scores"),
+        sum(sum(p["lengths"]) / p["env_steps_per_s"] for p in parts),
+        wall_time_s,
+        safety,
+    ).to_dict()
