@@ -173,44 +173,32 @@ def test_a_flicked_block_stops_within_millimetres():
 
 @pytest.mark.parametrize("robot", ("panda", "ur5e"))
 def test_expert_pushes_the_t_home(robot):
+    """...and comes down well clear of the block: a policy imitating it comes down about 1 cm
+    nearer than it did, and landing on the block it drags it around for good."""
     env = make("PushT", robot=robot)
     expert = make_expert(env)
     for seed in (11, 22, 33):
         obs, info = env.reset(seed=seed)
         expert.reset()
         assert coverage(env.block_pose()) <= MAX_RESET_COVERAGE
-        min_z, steps = np.inf, 0
+        min_z, steps, clearances = np.inf, 0, []
         while True:
             action = expert.select_action(obs)
             assert env.action_space.contains(action)
+            z = env.ee_pose()[0][2]
             obs, reward, terminated, truncated, info = env.step(action)
-            min_z, steps = min(min_z, env.ee_pose()[0][2]), steps + 1
+            ee = env.ee_pose()[0]
+            if z > 0.04 >= ee[2]:  # coming down to pushing height
+                local = from_frame(ee[None, :2], env.block_pose())
+                clearances.append(float(distance_to_t(local)[0]))
+            min_z, steps = min(min_z, ee[2]), steps + 1
             if terminated or truncated:
                 break
         assert info["is_success"] and terminated, (robot, seed, coverage(env.block_pose()))
         assert reward == 1.0 and steps < 250
         assert min_z > 0.005  # pushed with the tool's side, never ground into the table
-
-
-def test_expert_comes_down_well_clear_of_the_block():
-    """A policy imitating the expert comes down about 1 cm nearer the block than the expert
-    did; landing on the block it drags it around for good. The expert's descents leave room."""
-    env = make("PushT")
-    expert = make_expert(env)
-    obs, _ = env.reset(seed=11)
-    expert.reset()
-    clearances, z = [], env.ee_pose()[0][2]
-    while True:
-        obs, _, terminated, truncated, _ = env.step(expert.select_action(obs))
-        ee = env.ee_pose()[0]
-        if z > 0.04 >= ee[2]:  # coming down to pushing height
-            local = from_frame(ee[None, :2], env.block_pose())
-            clearances.append(float(distance_to_t(local)[0]))
-        z = ee[2]
-        if terminated or truncated:
-            break
-    assert clearances, "the expert never came down from above"
-    assert min(clearances) > 0.03, clearances  # twice the pusher's radius between it and the T
+        assert clearances, "the expert never came down from above"
+        assert min(clearances) > 0.03, clearances  # twice the pusher's radius from the T
 
 
 def test_expert_is_deterministic():
