@@ -172,6 +172,40 @@ def test_forecast_puts_commanded_entries_at_the_queued_targets_and_extrapolates_
     env.close()
 
 
+def test_forecast_learns_the_arm_tracking_lag_from_the_ticks_it_ran():
+    """An arm that closes 70% of the gap to its target each tick: once the forecast has seen
+    enough such ticks it predicts the pusher along the lagging path, not at the targets."""
+    from robotrl.control.forecast import ObservationForecast
+    from robotrl.policies.diffusion import DiffusionConfig
+    from robotrl.tasks import make
+
+    env = make("PushT", action_mode="ee_pos")
+    robot = env.unwrapped.robot
+    config = DiffusionConfig(obs_keys=("observation.state",))
+    forecast = ObservationForecast(config, robot)
+    names = list(robot.state_names)
+    ee = [names.index(n) for n in ("ee.x", "ee.y", "ee.z")]
+    rng = np.random.default_rng(0)
+    state = np.zeros(len(names))
+    for _ in range(30):
+        action = np.zeros(6)
+        action[:3] = state[ee] + rng.normal(0.0, 0.01, 3)
+        after = state.copy()
+        after[ee] += 0.7 * (action[:3] - state[ee])
+        forecast.observe(state, action, after)
+        state = after
+    np.testing.assert_allclose(forecast.tracking.gain, 0.7, atol=1e-6)
+
+    window = {"observation.state": np.stack([state, state]).astype(np.float32)}
+    target = state[ee] + 0.01
+    queued = [np.r_[target, np.zeros(3)]] * 2
+    out = forecast(window, queued)["observation.state"]
+    gap = 0.01 * np.ones(3)
+    np.testing.assert_allclose(out[0, ee], state[ee] + 0.7 * gap, atol=1e-6)
+    np.testing.assert_allclose(out[1, ee], state[ee] + 0.91 * gap, atol=1e-6)  # 1 - 0.3^2
+    env.close()
+
+
 def test_a_chunk_planned_for_a_later_tick_lets_the_previous_one_run_until_then():
     s = make_strategy("receding", H, execute_steps=4)
     s.add(chunk(0), tick=0)

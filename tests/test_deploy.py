@@ -95,6 +95,44 @@ def test_deploy_without_forecast_drops_the_actions_whose_time_passed(reach_check
     assert summary["telemetry"]["dropped_actions"] > 0
 
 
+@pytest.mark.parametrize("strategy", ["sync", "receding"])
+def test_deploy_in_virtual_time_charges_the_latency_in_sim_time(strategy, reach_checkpoint, capsys):
+    """A 2-second episode with 1 s of injected delay per chunk runs in a fraction of that wall
+    time; `sync` stands still for each chunk's latency in sim time, `receding` keeps ticking
+    and finishes its episode in about the episode's length plus the first chunk's latency."""
+    import time
+
+    start = time.monotonic()
+    code, out = run_cli(
+        [
+            "deploy",
+            *("--policy", str(reach_checkpoint), "--strategy", strategy, "--episodes", "1"),
+            *("--inference-delay", "1.0", "--virtual-time", "--plot", ""),
+            *("--no-status", "--json"),
+        ],
+        capsys,
+    )
+    wall = time.monotonic() - start
+    summary = json.loads(out)
+    assert code == 0 and summary["inference"] == "virtual time"
+    steps, episode_s = summary["mean_episode_steps"], summary["mean_episode_wall_s"]
+    chunks = summary["telemetry"]["chunks"]
+    assert wall < 0.5 * episode_s
+    assert summary["telemetry"]["inference_ms"]["median"] >= 1000.0  # the injected delay
+    if strategy == "sync":  # the first chunk's wait comes before the episode's clock starts
+        assert episode_s >= steps / FPS + 1.0 * (chunks - 1)
+        assert summary["telemetry"]["dropped_actions"] == 0
+    else:
+        assert episode_s < steps / FPS + 0.1
+        assert summary["telemetry"]["held_ticks"] > 0  # 1 s is longer than a chunk lasts
+
+
+def test_virtual_time_is_for_sim_only(reach_checkpoint, capsys):
+    argv = ["deploy", "--policy", str(reach_checkpoint), "--env", "ros:sim_panda"]
+    with pytest.raises(RobotrlError, match="sim envs only"):
+        run_cli([*argv, "--virtual-time"], capsys)
+
+
 def test_deploy_with_the_policy_in_its_own_process(reach_checkpoint, capsys):
     # the default: inference in a child process that loads the checkpoint itself
     argv = ["deploy", "--policy", str(reach_checkpoint), "--episodes", "1", "--plot", ""]

@@ -10,6 +10,7 @@ thinks, with the asynchronous strategies it keeps moving.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from robotrl.control.chunking import STRATEGIES
 from robotrl.control.inference import InferenceWorker, ProcessInferenceWorker, policy_inference
 from robotrl.control.loop import ControlLoop, LoopConfig
 from robotrl.control.telemetry import Telemetry, TickRecord, format_summary
+from robotrl.control.virtual_time import VirtualClock, VirtualTimeWorker
 from robotrl.errors import RobotrlError
 from robotrl.policies.evaluate import EVAL_SEED  # episodes the policy never saw in its demos
 
@@ -68,6 +70,13 @@ class DeployConfig:
             "choices": ("process", "thread"),
         },
     )
+    virtual_time: bool = field(
+        default=False,
+        metadata={
+            "help": "sim only: run on a simulated clock (each chunk lands after its compute "
+            "time + --inference-delay in sim time), as fast as the CPU allows"
+        },
+    )
     status: bool = field(default=True, metadata={"help": "live status line on stderr"})
     json: bool = field(default=False, metadata={"help": "print a JSON summary"})
 
@@ -89,6 +98,8 @@ def deploy(cfg: DeployConfig) -> dict:
     meta = policy.config.meta or {}
     spec = cfg.env or f"sim:{meta.get('task', 'PushT')}"
     kind, _ = parse_env_spec(spec)
+    if cfg.virtual_time and kind != "sim":
+        raise RobotrlError("--virtual-time runs sim envs only: a real arm keeps real time")
     hz = cfg.hz or float(policy.config.fps)
     if abs(hz - policy.config.fps) > 1e-6 * hz:
         raise RobotrlError(
@@ -113,13 +124,24 @@ def deploy(cfg: DeployConfig) -> dict:
         realtime_sched=cfg.realtime_sched,
         cpu=cfg.cpu,
     )
-    if cfg.inference == "process":
+    clock = time.monotonic
+    if cfg.virtual_time:
+        clock = VirtualClock()
+        infer = policy_inference(policy, cfg.seed)
+        worker = VirtualTimeWorker(infer, clock, delay_s=cfg.inference_delay)
+    elif cfg.inference == "process":
         worker = ProcessInferenceWorker(cfg.policy, cfg.inference_delay, cfg.threads, cfg.seed)
     else:
         worker = InferenceWorker(policy_inference(policy, cfg.seed), delay_s=cfg.inference_delay)
     status = StatusLine(cfg.episodes) if cfg.status else None
     loop = ControlLoop(
-        env, policy, loop_config, worker=worker, telemetry=Telemetry(cfg.telemetry), on_tick=status
+        env,
+        policy,
+        loop_config,
+        worker=worker,
+        telemetry=Telemetry(cfg.telemetry),
+        on_tick=status,
+        clock=clock,
     )
     try:
         results = loop.run(cfg.episodes, seed=cfg.seed)
@@ -135,7 +157,7 @@ def deploy(cfg: DeployConfig) -> dict:
         "forecast": cfg.forecast,
         "hz": hz,
         "inference_delay_s": cfg.inference_delay,
-        "inference": cfg.inference,
+        "inference": "virtual time" if cfg.virtual_time else cfg.inference,
         "episodes": len(results),
         "success_rate": float(np.mean([r.success for r in results])),
         "mean_episode_wall_s": float(np.mean([r.wall_s for r in results])),

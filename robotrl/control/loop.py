@@ -58,9 +58,14 @@ class RateKeeper:
     """Deadlines every `dt` seconds on `clock`, kept by sleep-then-spin."""
 
     def __init__(
-        self, dt: float, spin_s: float = 0.0005, clock: Callable[[], float] = time.monotonic
+        self,
+        dt: float,
+        spin_s: float = 0.0005,
+        clock: Callable[[], float] = time.monotonic,
+        sleep_until: Callable[[float], None] | None = None,
     ):
         self.dt, self.spin_s, self.clock = dt, spin_s, clock
+        self.sleep_until = sleep_until or self._sleep_then_spin
         self.deadline: float | None = None
 
     def start(self) -> None:
@@ -87,13 +92,15 @@ class RateKeeper:
             late = now - self.deadline
             self.deadline = now
             return late, True
-        if sleep:
-            remaining = self.deadline - now
-            if remaining > self.spin_s:
-                time.sleep(remaining - self.spin_s)
-            while self.clock() < self.deadline:
-                pass
+        self.sleep_until(self.deadline)
         return max(0.0, self.clock() - self.deadline), overrun
+
+    def _sleep_then_spin(self, deadline: float) -> None:
+        remaining = deadline - self.clock()
+        if remaining > self.spin_s:
+            time.sleep(remaining - self.spin_s)
+        while self.clock() < deadline:
+            pass
 
     def reanchor(self) -> None:
         """The loop stood still (waited for a chunk): the schedule restarts from now."""
@@ -164,7 +171,7 @@ class ControlLoop:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.config = cfg = config or LoopConfig()
-        self.env: SafeEnv = env if isinstance(env, SafeEnv) else safe(env)
+        self.env: SafeEnv = env if isinstance(env, SafeEnv) else safe(env, clock=clock)
         self.policy, self.clock, self.on_tick = policy, clock, on_tick
         robot = self.env.unwrapped.robot
         self.hz = cfg.hz or robot.control_hz
@@ -196,7 +203,8 @@ class ControlLoop:
         if cfg.forecast and not self.strategy.blocking:
             self.forecast = ObservationForecast(pc, robot)
             self.strategy.planned_ahead = True
-        self.rate = RateKeeper(self.dt, cfg.spin_s, clock)
+        # a `VirtualClock` (robotrl.control.virtual_time) is slept on by moving it forward
+        self.rate = RateKeeper(self.dt, cfg.spin_s, clock, getattr(clock, "sleep_until", None))
         self.latency = LatencyEstimate(self.dt)
         self.watchdog = self.env.safety.watchdog
         self.episodes: list[EpisodeResult] = []
@@ -278,6 +286,7 @@ class ControlLoop:
                     action = self.correct_action(obs, action)
             obs_age = now - captured
             queue = strategy.remaining(tick)
+            previous_state = obs["state"]
             try:
                 obs, reward, terminated, truncated, info = env.step(action)
             except Exception as e:  # a dead env or driver: latch the e-stop and stop here
@@ -285,6 +294,8 @@ class ControlLoop:
                 stopped = f"env failed: {type(e).__name__}: {e}"
                 break
             done_at = self.clock()
+            if self.forecast is not None:
+                self.forecast.observe(previous_state, action, obs["state"])
             captured = done_at - float(info.get("observation_age", 0.0))
             watchdog.observation_received(done_at, float(info.get("observation_age", 0.0)))
             if "held" in info and not info["held"]:  # a hardware env says its driver answered

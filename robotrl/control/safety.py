@@ -548,7 +548,7 @@ class SafeEnv(gym.Wrapper):
             self.safety.watchdog.observation_received(self.safety.clock())
 
 
-def safe(env: gym.Env, **config) -> SafeEnv:
+def safe(env: gym.Env, clock: Callable[[], float] = time.monotonic, **config) -> SafeEnv:
     """`env` behind the safety layer, with `SafetyConfig.for_robot` defaults and `config`
     overrides, e.g. `safe(env, workspace_low=(-0.3, -0.3, 0.02), max_joint_velocity=1.0)`."""
-    return SafeEnv(env, SafetyConfig.for_robot(env.unwrapped.robot, **config))
+    return SafeEnv(env, SafetyConfig.for_robot(env.unwrapped.robot, **config), clock)
