@@ -146,7 +146,7 @@ def test_forecast_puts_commanded_entries_at_the_queued_targets_and_extrapolates_
     env = make("PushT", action_mode="ee_pos")
     robot = env.unwrapped.robot
     config = DiffusionConfig(obs_keys=("observation.state", "observation.environment_state"))
-    forecast = ObservationForecast(config, robot)
+    forecast = ObservationForecast(config.obs_keys, robot.state_names, robot.action.names)
     names = list(robot.state_names)
     ee = [names.index(n) for n in ("ee.x", "ee.y", "ee.z")]
     state = np.stack([np.arange(len(names)), np.arange(len(names)) + 0.5]).astype(np.float32)
@@ -182,7 +182,7 @@ def test_forecast_learns_the_arm_tracking_lag_from_the_ticks_it_ran():
     env = make("PushT", action_mode="ee_pos")
     robot = env.unwrapped.robot
     config = DiffusionConfig(obs_keys=("observation.state",))
-    forecast = ObservationForecast(config, robot)
+    forecast = ObservationForecast(config.obs_keys, robot.state_names, robot.action.names)
     names = list(robot.state_names)
     ee = [names.index(n) for n in ("ee.x", "ee.y", "ee.z")]
     rng = np.random.default_rng(0)

@@ -54,10 +54,14 @@ class TrackingGain:
 
 
 class ObservationForecast:
-    def __init__(self, policy_config, robot):
-        self.keys = tuple(policy_config.obs_keys)
-        state, actions = list(robot.state_names), list(robot.action.names)
+    """Forecasts an observation window `d` ticks ahead. Works on one window (the deployment
+    loop: arrays [n_obs, D]) or a batch of them (training on forecasts: [B, n_obs, D])."""
+
+    def __init__(self, obs_keys, state_names, action_names):
+        self.keys = tuple(obs_keys)
+        state, actions = list(state_names), list(action_names)
         shared = [name for name in actions if name in state]
+        self.action_dim = len(actions)
         self.state_index = np.array([state.index(n) for n in shared], dtype=int)
         self.action_index = np.array([actions.index(n) for n in shared], dtype=int)
         self.tracking = TrackingGain(len(shared))
@@ -70,38 +74,46 @@ class ObservationForecast:
         after = np.asarray(state_after, dtype=np.float64)[self.state_index]
         self.tracking.observe(before, np.asarray(action, np.float64)[self.action_index], after)
 
-    def _commanded(self, start: np.ndarray, queued: list) -> list[np.ndarray]:
-        """The commanded entries after each queued action, tracking lag included."""
-        gain, now, out = self.tracking.gain, start.astype(np.float64), []
-        for action in queued:
-            if action is not None:
-                now = now + gain * (np.asarray(action, np.float64)[self.action_index] - now)
-            out.append(now)
-        return out
-
-    def __call__(self, window: dict, queued: list) -> dict:
-        """`window` (key -> [n_obs, ...], newest last, of tick r) as it will be at tick
-        r + len(queued); `queued[i]`: the action for tick r + i (None where none is queued)."""
-        ahead = len(queued)
+    def __call__(self, window: dict, queued) -> dict:
+        """`window` (key -> [..., n_obs, D], newest last, of tick r) as it will be at tick
+        r + d; `queued`: the actions for ticks r .. r + d - 1, a list (None where none is
+        queued) or an array [..., d, A]."""
+        if isinstance(queued, list):
+            missing = np.full(self.action_dim, np.nan)
+            queued = [missing if a is None else np.asarray(a, np.float64) for a in queued]
+            queued = np.stack(queued) if queued else np.zeros((0, self.action_dim))
+        ahead = queued.shape[-2]
         if ahead == 0:
             return window
         out = dict(window)
         commanded = None
         if STATE_KEY in window and len(self.state_index):
-            commanded = self._commanded(np.asarray(window[STATE_KEY])[-1, self.state_index], queued)
+            start = np.asarray(window[STATE_KEY])[..., -1, self.state_index]
+            commanded = self._commanded(start, queued)
         for key in self.keys:
             frames = np.asarray(window[key], dtype=np.float32)
-            n = len(frames)
-            velocity = frames[-1] - frames[-2] if n > 1 else np.zeros_like(frames[-1])
+            n = frames.shape[-2]
+            last = frames[..., -1, :]
+            velocity = last - frames[..., -2, :] if n > 1 else np.zeros_like(last)
             new = np.empty_like(frames)
             for j in range(n):
                 offset = ahead - (n - 1 - j)  # ticks past the newest frame
                 if offset <= 0:
-                    new[j] = frames[n - 1 + offset]
+                    new[..., j, :] = frames[..., n - 1 + offset, :]
                     continue
-                new[j] = frames[-1] + offset * velocity
+                new[..., j, :] = last + offset * velocity
                 # the observation of tick r + offset follows the action of tick r + offset - 1
                 if key == STATE_KEY and commanded is not None:
-                    new[j, self.state_index] = commanded[offset - 1]
+                    new[..., j, self.state_index] = commanded[..., offset - 1, :]
             out[key] = new
         return out
+
+    def _commanded(self, start: np.ndarray, queued: np.ndarray) -> np.ndarray:
+        """[..., d, k]: the commanded entries after each queued action, tracking lag included
+        (an entry with no action queued, NaN, stays where it is)."""
+        gain, now, out = self.tracking.gain, start.astype(np.float64), []
+        for i in range(queued.shape[-2]):
+            target = queued[..., i, self.action_index]
+            now = np.where(np.isnan(target), now, now + gain * (target - now))
+            out.append(now)
+        return np.stack(out, axis=-2)

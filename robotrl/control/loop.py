@@ -201,7 +201,7 @@ class ControlLoop:
         self.history = ObservationHistory(pc)
         self.forecast = None
         if cfg.forecast and not self.strategy.blocking:
-            self.forecast = ObservationForecast(pc, robot)
+            self.forecast = ObservationForecast(pc.obs_keys, robot.state_names, robot.action.names)
             self.strategy.planned_ahead = True
         # a `VirtualClock` (robotrl.control.virtual_time) is slept on by moving it forward
         self.rate = RateKeeper(self.dt, cfg.spin_s, clock, getattr(clock, "sleep_until", None))

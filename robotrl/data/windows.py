@@ -2,7 +2,10 @@
 
 Sample i is frame t of some episode: observations t-n_obs+1 .. t and actions t .. t+H-1.
 Indices that fall outside the episode are clamped to its first/last frame (the padding
-Diffusion Policy uses), and `action_is_pad` marks the padded actions. Indexing is
+Diffusion Policy uses), and `action_is_pad` marks the padded actions. With `lookback` L
+the observation history reaches L frames further back and `action.past` holds actions
+t-L .. t-1 (clamped likewise; `frames_before` says how many frames of the episode precede t),
+what training on forecast observations needs (`robotrl.policies.forecast_training`). Indexing is
 vectorized: `windows[np.array([...])]` returns a whole batch with one gather per feature,
 which is what a `DataLoader(windows, sampler=BatchSampler(...), batch_size=None)` asks for.
 """
@@ -23,8 +26,9 @@ class WindowDataset(torch.utils.data.Dataset):
         horizon: int = 16,
         obs_keys: tuple[str, ...] | None = None,
         image_keys: tuple[str, ...] | None = None,
+        lookback: int = 0,
     ):
-        self.dataset, self.n_obs, self.horizon = dataset, n_obs, horizon
+        self.dataset, self.n_obs, self.horizon, self.lookback = dataset, n_obs, horizon, lookback
         vector = [k for k in dataset.columns if k.startswith("observation.")]
         self.obs_keys = tuple(obs_keys if obs_keys is not None else vector)
         self.image_keys = tuple(image_keys if image_keys is not None else dataset.video_keys)
@@ -32,7 +36,8 @@ class WindowDataset(torch.utils.data.Dataset):
         episode_of_row = np.repeat(np.arange(dataset.num_episodes), lengths)
         self._first = dataset.starts[episode_of_row]  # per row: its episode's first row
         self._last = dataset.ends[episode_of_row] - 1
-        self._obs_offsets = np.arange(-n_obs + 1, 1)
+        self._obs_offsets = np.arange(-n_obs + 1 - lookback, 1)
+        self._past_offsets = np.arange(-lookback, 0)
         self._act_offsets = np.arange(horizon)
 
     def __len__(self) -> int:
@@ -52,6 +57,10 @@ class WindowDataset(torch.utils.data.Dataset):
         batch["action"] = torch.from_numpy(columns["action"][act_rows])
         batch["action_is_pad"] = torch.from_numpy(raw_act_rows > last)
         batch["episode_index"] = torch.from_numpy(columns["episode_index"][rows])
+        if self.lookback:
+            past_rows = np.clip(rows[:, None] + self._past_offsets, first, last)
+            batch["action.past"] = torch.from_numpy(columns["action"][past_rows])
+            batch["frames_before"] = torch.from_numpy(rows - first[:, 0])
         if single:
             return {k: v[0] for k, v in batch.items()}
         return batch

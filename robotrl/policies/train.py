@@ -53,6 +53,16 @@ class TrainConfig(LoopConfig):
     channels: str = field(
         default="64,128,256", metadata={"help": "U-Net widths per level, comma-separated"}
     )
+    forecast_delay: int = field(
+        default=0,
+        metadata={
+            "help": "train on forecast observations up to this many ticks ahead too, as "
+            "deploy's asynchronous strategies plan from (default: 0, real windows only)"
+        },
+    )
+    forecast_fraction: float = field(
+        default=0.5, metadata={"help": "share of each batch on forecast windows"}
+    )
     obs_encoder_dim: int = field(
         default=0,
         metadata={
@@ -84,7 +94,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     )
     if "action" not in dataset.features or not obs_keys:
         raise RobotrlError(f"{cfg.data} has no action or observation.state feature to learn from")
-    windows = WindowDataset(dataset, cfg.n_obs, cfg.horizon, obs_keys, image_keys)
+    loss_fn = None
+    if cfg.forecast_delay:
+        augment = _forecast_augment(cfg, dataset, obs_keys, image_keys)
+        loss_fn = lambda batch, noise: model.loss(augment(batch), noise)  # noqa: E731
+    lookback = cfg.forecast_delay
+    windows = WindowDataset(dataset, cfg.n_obs, cfg.horizon, obs_keys, image_keys, lookback)
     stats = dataset.stats
     config = DiffusionConfig(
         obs_keys=obs_keys,
@@ -115,8 +130,30 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    fit(run, cfg, model, model.loss, windows, progress=progress)
+    fit(run, cfg, model, loss_fn or model.loss, windows, progress=progress)
     return run
+
+
+def _forecast_augment(cfg: TrainConfig, dataset, obs_keys, image_keys):
+    from robotrl.policies.forecast_training import ForecastAugment
+
+    if cfg.forecast_delay < 0 or not 0 < cfg.forecast_fraction <= 1:
+        raise RobotrlError(
+            f"--forecast-delay {cfg.forecast_delay} --forecast-fraction {cfg.forecast_fraction}:"
+            " give a delay >= 0 ticks and a fraction in (0, 1]"
+        )
+    if image_keys:
+        raise RobotrlError("--forecast-delay trains state policies (no --cameras)")
+    names = {k: dataset.features[k].get("names") or () for k in ("observation.state", "action")}
+    return ForecastAugment(
+        obs_keys,
+        names["observation.state"],
+        names["action"],
+        cfg.n_obs,
+        cfg.forecast_delay,
+        cfg.forecast_fraction,
+        cfg.seed,
+    )
 
 
 def _state_select(names: str, dataset, obs_keys) -> tuple[tuple[int, ...], ...]:
