@@ -97,9 +97,9 @@ def test_deploy_without_forecast_drops_the_actions_whose_time_passed(reach_check
 
 @pytest.mark.parametrize("strategy", ["sync", "receding"])
 def test_deploy_in_virtual_time_charges_the_latency_in_sim_time(strategy, reach_checkpoint, capsys):
-    """A 2-second episode with 1 s of injected delay per chunk runs in a fraction of that wall
-    time; `sync` stands still for each chunk's latency in sim time, `receding` keeps ticking
-    and finishes its episode in about the episode's length plus the first chunk's latency."""
+    """With 1 s of injected delay per chunk of a 2-second episode, `sync` stands still for
+    each chunk's latency in sim time (and takes a fraction of that in wall time); `receding`
+    keeps ticking and its episode lasts as many seconds as it has steps."""
     import time
 
     start = time.monotonic()
@@ -117,10 +117,10 @@ def test_deploy_in_virtual_time_charges_the_latency_in_sim_time(strategy, reach_
     assert code == 0 and summary["inference"] == "virtual time"
     steps, episode_s = summary["mean_episode_steps"], summary["mean_episode_wall_s"]
     chunks = summary["telemetry"]["chunks"]
-    assert wall < 0.5 * episode_s
     assert summary["telemetry"]["inference_ms"]["median"] >= 1000.0  # the injected delay
     if strategy == "sync":  # the first chunk's wait comes before the episode's clock starts
         assert episode_s >= steps / FPS + 1.0 * (chunks - 1)
+        assert wall < 0.5 * episode_s  # seconds of sim-time waiting cost no wall time
         assert summary["telemetry"]["dropped_actions"] == 0
     else:
         assert episode_s < steps / FPS + 0.1

@@ -9,7 +9,8 @@ entries sit at the targets. Here a `fraction` of each batch has its window repla
 same forecast, built from the frames `d` ticks earlier (d uniform in 1..D) and the demo's own
 actions in between, while the action targets stay the demo's from tick t on: the policy learns
 what to do given the forecast, including how far to trust it. The rest of the batch keeps real
-windows, which is all `sync` (and `eval`) ever shows it.
+windows, which is all `sync` (and `eval`) ever shows it. The forecast's tracking lag is fitted
+to the demos' own ticks, as the deployment loop fits it to the ticks it runs.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ class ForecastAugment:
         max_delay: int,
         fraction: float = 0.5,
         seed: int = 0,
+        demos=None,
     ):
+        """`demos`: the `Dataset` whose ticks the tracking lag is fitted to (None: no lag)."""
         self.forecast = ObservationForecast(obs_keys, state_names, action_names)
+        if demos is not None:
+            fit_tracking(self.forecast, demos)
         self.keys, self.n_obs, self.max_delay, self.fraction = obs_keys, n_obs, max_delay, fraction
         self.rng = np.random.default_rng(seed)
 
@@ -59,3 +64,11 @@ class ForecastAugment:
         for k in self.keys:
             out[k] = torch.from_numpy(windows[k])
         return out
+
+
+def fit_tracking(forecast: ObservationForecast, demos) -> None:
+    """Feed every tick of every episode (state, action, next state) to the forecast's lag fit."""
+    state, action = demos.columns["observation.state"], demos.columns["action"]
+    for start, end in zip(demos.starts, demos.ends, strict=True):
+        for t in range(int(start), int(end) - 1):
+            forecast.observe(state[t], action[t], state[t + 1])

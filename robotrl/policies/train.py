@@ -153,6 +153,7 @@ def _forecast_augment(cfg: TrainConfig, dataset, obs_keys, image_keys):
         cfg.forecast_delay,
         cfg.forecast_fraction,
         cfg.seed,
+        demos=dataset,
     )
 
 
