@@ -41,11 +41,13 @@ class TrackingGain:
         self.count = np.zeros(size, dtype=int)
 
     def observe(self, before: np.ndarray, target: np.ndarray, after: np.ndarray) -> None:
-        gap, moved = target - before, after - before
+        """One tick ([k] arrays) or many ([N, k])."""
+        size = len(self.xx)
+        gap, moved = (target - before).reshape(-1, size), (after - before).reshape(-1, size)
         useful = np.isfinite(gap) & np.isfinite(moved) & (np.abs(gap) > self.min_gap)
-        self.xx += np.where(useful, gap * gap, 0.0)
-        self.xy += np.where(useful, gap * moved, 0.0)
-        self.count += useful
+        self.xx += np.where(useful, gap * gap, 0.0).sum(axis=0)
+        self.xy += np.where(useful, gap * moved, 0.0).sum(axis=0)
+        self.count += useful.sum(axis=0)
 
     @property
     def gain(self) -> np.ndarray:
@@ -67,12 +69,14 @@ class ObservationForecast:
         self.tracking = TrackingGain(len(shared))
 
     def observe(self, state_before, action, state_after) -> None:
-        """One tick the loop ran: the robot state before and after `action`."""
+        """Ticks run ([D] arrays for one, [N, D] for many): the robot state before and after
+        `action`."""
         if len(self.state_index) == 0:
             return
-        before = np.asarray(state_before, dtype=np.float64)[self.state_index]
-        after = np.asarray(state_after, dtype=np.float64)[self.state_index]
-        self.tracking.observe(before, np.asarray(action, np.float64)[self.action_index], after)
+        before = np.asarray(state_before, dtype=np.float64)[..., self.state_index]
+        after = np.asarray(state_after, dtype=np.float64)[..., self.state_index]
+        target = np.asarray(action, np.float64)[..., self.action_index]
+        self.tracking.observe(before, target, after)
 
     def __call__(self, window: dict, queued) -> dict:
         """`window` (key -> [..., n_obs, D], newest last, of tick r) as it will be at tick

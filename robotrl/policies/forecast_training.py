@@ -69,6 +69,7 @@ class ForecastAugment:
 def fit_tracking(forecast: ObservationForecast, demos) -> None:
     """Feed every tick of every episode (state, action, next state) to the forecast's lag fit."""
     state, action = demos.columns["observation.state"], demos.columns["action"]
-    for start, end in zip(demos.starts, demos.ends, strict=True):
-        for t in range(int(start), int(end) - 1):
-            forecast.observe(state[t], action[t], state[t + 1])
+    has_next = np.ones(len(state), dtype=bool)
+    has_next[np.asarray(demos.ends) - 1] = False  # an episode's last frame has no next one
+    rows = np.flatnonzero(has_next)
+    forecast.observe(state[rows], action[rows], state[rows + 1])
