@@ -18,9 +18,9 @@ tick `r + d` and the chunk is planned to start there:
   last velocity (the difference of the last two frames);
 - camera images stay as they are.
 
-The same PushT policy with d = 4 then scores 58% (pushers from the queue, block extrapolated)
-and 46% with the block left stale; extrapolating the pusher too instead of taking the queued
-targets scores 8%.
+The same PushT policy with d = 4 then scores 58% (pushers at the queued targets, before the
+lag model; block extrapolated) and 46% with the block left stale; extrapolating the pusher too
+instead of taking the queued targets scores 8%.
 """
 
 from __future__ import annotations

@@ -75,6 +75,8 @@ class VirtualTimeWorker:
     def wait(self, timeout: float | None = None) -> Result | None:
         if self._pending is None:
             return None
+        if self._stalled and timeout is None:
+            raise RuntimeError("the stalled inference worker would be waited on forever")
         due = float("inf") if self._stalled else self._pending.finished
         if timeout is not None and due > self.clock() + timeout:
             self.clock.sleep_until(self.clock() + timeout)

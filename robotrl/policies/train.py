@@ -94,12 +94,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     )
     if "action" not in dataset.features or not obs_keys:
         raise RobotrlError(f"{cfg.data} has no action or observation.state feature to learn from")
-    loss_fn = None
-    if cfg.forecast_delay:
-        augment = _forecast_augment(cfg, dataset, obs_keys, image_keys)
-        loss_fn = lambda batch, noise: model.loss(augment(batch), noise)  # noqa: E731
-    lookback = cfg.forecast_delay
-    windows = WindowDataset(dataset, cfg.n_obs, cfg.horizon, obs_keys, image_keys, lookback)
+    augment = _forecast_augment(cfg, dataset, obs_keys, image_keys) if cfg.forecast_delay else None
+    windows = WindowDataset(
+        dataset, cfg.n_obs, cfg.horizon, obs_keys, image_keys, lookback=cfg.forecast_delay
+    )
     stats = dataset.stats
     config = DiffusionConfig(
         obs_keys=obs_keys,
@@ -130,7 +128,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    fit(run, cfg, model, loss_fn or model.loss, windows, progress=progress)
+
+    def loss_on_forecasts(batch, noise):
+        return model.loss(augment(batch), noise)
+
+    fit(run, cfg, model, loss_on_forecasts if augment else model.loss, windows, progress=progress)
     return run
 
 
