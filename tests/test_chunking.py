@@ -78,6 +78,12 @@ def test_rtc_prefix_is_the_previous_chunk_on_the_new_chunks_ticks():
     np.testing.assert_allclose(p.weights[:2], 1.0)
     assert (p.weights[overlap:] == 0).all()
     assert 0 < p.weights[3] < p.weights[2] < 1
+    assert p.guidance == "identity"  # the default: no backward pass
+    network = make_strategy("rtc", H, execute_steps=4, guidance="network")
+    network.add(chunk(0), tick=0)
+    assert network.prefix(4, delay=2).guidance == "network"
+    with pytest.raises(ValueError, match="rtc guidance"):
+        make_strategy("rtc", H, execute_steps=4, guidance="diagonal")
 
 
 def test_rtc_weights_follow_the_papers_schedule():
@@ -121,6 +127,23 @@ def test_guided_sampler_without_weights_is_ddim_and_with_them_holds_the_prefix()
     free = np.abs(plain[0, :3].numpy() - target[:3]).mean()
     held = np.abs(guided[:3].numpy() - target[:3]).mean()
     assert held < 0.05 and held < free / 5  # frozen entries land on the previous chunk
+
+
+def test_identity_jacobian_guidance_holds_the_prefix_without_a_backward_pass():
+    policy = tiny_policy().eval()
+    window = {"observation.state": torch.rand(1, 2, 5)}
+    target = np.clip(np.random.default_rng(0).normal(0, 0.5, (8, 3)), -1, 1)
+    weights = rtc_weights(8, delay=3, overlap=6)
+    plain = policy.predict_chunk(window, generator=torch.Generator().manual_seed(3))[0]
+    with torch.autograd.set_grad_enabled(False):  # a backward pass would fail here
+        guided = guided_chunk(
+            policy, window, target, weights, torch.Generator().manual_seed(3), jacobian="identity"
+        )[0]
+    held = np.abs(guided[:3].numpy() - target[:3]).mean()
+    assert held < 0.02 and held < np.abs(plain[:3].numpy() - target[:3]).mean() / 10
+    assert not torch.equal(guided[6:], plain[6:])  # the free entries follow the frozen ones
+    with pytest.raises(ValueError, match="jacobian"):
+        guided_chunk(policy, window, target, weights, jacobian="diagonal")
 
 
 def test_unguidable_policy_falls_back_to_blending():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from robotrl.control.commands import register
+from robotrl.control.deploy import DeployConfig, deploy
 from robotrl.envs import make_env, parse_env_spec
 from robotrl.errors import RobotrlError
 
@@ -147,6 +148,8 @@ def test_deploy_user_errors(reach_checkpoint, tmp_path, capsys):
         run_cli(["deploy", "--policy", str(reach_checkpoint), "--hz", "20"], capsys)
     with pytest.raises(RobotrlError, match="--policy is required"):
         run_cli(["deploy"], capsys)
+    with pytest.raises(RobotrlError, match="--rtc-guidance 'diagonal'"):
+        deploy(DeployConfig(policy=str(reach_checkpoint), rtc_guidance="diagonal"))
     with pytest.raises(RobotrlError, match="no checkpoint"):
         run_cli(["deploy", "--policy", str(tmp_path)], capsys)
 

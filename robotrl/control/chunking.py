@@ -20,7 +20,8 @@ keys every action by the absolute tick it was planned for.
   previous chunk's actions for the ticks the new chunk overlaps. The `d` that will execute while
   the policy infers are frozen (weight 1), the rest fade out (RTC's exponential schedule) up to
   where the previous chunk ends, and the sampler inpaints the new chunk toward them (see
-  `robotrl.policies.guided`). The switch to the new chunk is then continuous.
+  `robotrl.policies.guided`; by default with the network's Jacobian taken as the identity, which
+  costs no backward pass). The switch to the new chunk is then continuous.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 STRATEGIES = ("sync", "receding", "ensemble", "rtc")
+# the Jacobian RTC's guided sampler uses (`robotrl.policies.guided`)
+RTC_GUIDANCE = ("identity", "network")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Prefix:
     actions: np.ndarray  # [H, A], zero where the weight is 0
     weights: np.ndarray  # [H]
     frozen: int  # entries with weight 1: they execute while the policy infers
+    guidance: str = "identity"  # the guided sampler's Jacobian (`robotrl.policies.guided`)
 
 
 def rtc_weights(horizon: int, delay: int, overlap: int) -> np.ndarray:
@@ -155,6 +159,13 @@ class RealTimeChunking(Strategy):
     # from older observations than the forecast, so they only steer its first few entries.
     soft_ticks_planned_ahead = 2
 
+    def __init__(self, horizon: int, execute_steps: int, guidance: str = "identity"):
+        if guidance not in RTC_GUIDANCE:
+            choices = ", ".join(RTC_GUIDANCE)
+            raise ValueError(f"unknown rtc guidance '{guidance}': choose {choices}")
+        self.guidance = guidance
+        super().__init__(horizon, execute_steps)
+
     def prefix(self, tick: int, delay: int) -> Prefix | None:
         if self.active is None:
             return None
@@ -168,7 +179,8 @@ class RealTimeChunking(Strategy):
         offset = tick - self.active.start_tick
         actions = np.zeros((self.horizon, self.active.actions.shape[1]))
         actions[:overlap] = self.active.actions[offset : offset + overlap]
-        return Prefix(actions, rtc_weights(self.horizon, delay, overlap), delay)
+        weights = rtc_weights(self.horizon, delay, overlap)
+        return Prefix(actions, weights, delay, self.guidance)
 
 
 class TemporalEnsemble(Strategy):

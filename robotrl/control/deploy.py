@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robotrl.control.chunking import STRATEGIES
+from robotrl.control.chunking import RTC_GUIDANCE, STRATEGIES
 from robotrl.control.inference import InferenceWorker, ProcessInferenceWorker, policy_inference
 from robotrl.control.loop import ControlLoop, LoopConfig
 from robotrl.control.telemetry import Telemetry, TickRecord, format_summary
@@ -46,6 +46,15 @@ class DeployConfig:
     )
     execute_steps: int | None = field(
         default=None, metadata={"help": "actions per chunk; None: the policy's n_action_steps"}
+    )
+    rtc_guidance: str = field(
+        default="identity",
+        metadata={
+            "help": "rtc's guided sampling: 'identity' takes the network's Jacobian as I / "
+            "sqrt(alpha_bar) (no backward pass, as fast as unguided sampling), 'network' "
+            "backpropagates through it (the paper's guidance, ~2x the compute)",
+            "choices": RTC_GUIDANCE,
+        },
     )
     forecast: bool = field(
         default=True,
@@ -94,6 +103,10 @@ def deploy(cfg: DeployConfig) -> dict:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
     if cfg.inference_delay < 0:
         raise RobotrlError(f"--inference-delay must be >= 0, got {cfg.inference_delay}")
+    if cfg.rtc_guidance not in RTC_GUIDANCE:
+        raise RobotrlError(
+            f"--rtc-guidance {cfg.rtc_guidance!r}: choose {' or '.join(RTC_GUIDANCE)}"
+        )
     policy = load_policy(cfg.policy).eval()
     meta = policy.config.meta or {}
     spec = cfg.env or f"sim:{meta.get('task', 'PushT')}"
@@ -120,6 +133,7 @@ def deploy(cfg: DeployConfig) -> dict:
         strategy=cfg.strategy,
         hz=hz,
         execute_steps=cfg.execute_steps,
+        rtc_guidance=cfg.rtc_guidance,
         forecast=cfg.forecast,
         realtime_sched=cfg.realtime_sched,
         cpu=cfg.cpu,

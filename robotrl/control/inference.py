@@ -88,7 +88,9 @@ def policy_inference(policy, seed: int = 0) -> Callable[[Request], np.ndarray]:
             chunk = policy.predict_chunk(window, generator=generator)
         else:
             p = request.prefix
-            chunk = guided_chunk(policy, window, p.actions, p.weights, generator=generator)
+            chunk = guided_chunk(
+                policy, window, p.actions, p.weights, generator=generator, jacobian=p.guidance
+            )
         return chunk[0].numpy().astype(np.float64)
 
     return infer

@@ -42,6 +42,7 @@ class LoopConfig:
     hz: float | None = None  # default: the env's control rate
     execute_steps: int | None = None  # actions per chunk; default: the policy's n_action_steps
     ensemble_k: float = 0.01  # temporal ensembling weight exp(-k * i)
+    rtc_guidance: str = "identity"  # RTC's guided sampler: "identity" or "network" Jacobian
     spin_s: float = 0.0005  # busy-wait this long before each deadline
     switch_interval_s: float = 0.0001  # GIL hand-over bound while the loop runs
     realtime_sched: bool = False  # SCHED_FIFO + mlockall (+ cpu affinity) for the loop thread
@@ -190,7 +191,7 @@ class ControlLoop:
             cfg.strategy,
             pc.horizon,
             cfg.execute_steps or pc.n_action_steps,
-            **({"k": cfg.ensemble_k} if cfg.strategy == "ensemble" else {}),
+            **_strategy_options(cfg),
         )
         if worker is None:
             from robotrl.control.inference import policy_inference
@@ -356,3 +357,11 @@ class ControlLoop:
         """Forget a chunk still in flight from the last episode (its observations are gone)."""
         if self.worker.busy:
             self.worker.wait(self.config.first_chunk_timeout_s)
+
+
+def _strategy_options(cfg: LoopConfig) -> dict:
+    if cfg.strategy == "ensemble":
+        return {"k": cfg.ensemble_k}
+    if cfg.strategy == "rtc":
+        return {"guidance": cfg.rtc_guidance}
+    return {}

@@ -20,6 +20,13 @@ plain replacement). With all weights 0 this is exactly DDIM, i.e. `predict_chunk
 sampler; with another sampler configured, guidance still samples with DDIM at the policy's number
 of steps (the network is the same epsilon predictor).
 
+`jacobian="identity"` takes d x0 / d x_t as exactly I / sqrt(alpha_bar_t): the step's own
+(clipped) clean estimate is moved toward the target by the weights, with no backward pass, so a
+guided chunk costs what an unguided one does (89 ms against 174 ms with the network's Jacobian
+and 78 ms unguided, PushT policy, one CPU thread). The free entries still adapt to the held
+ones, one denoising step later: the network sees the corrected x_t at the next step. On a CPU
+the backward pass costs RTC a tick of latency, which is why `deploy` defaults to it.
+
 A policy this cannot guide (one that samples its own way, e.g. the consistency policy's one-step
 jump has no intermediate x_t to correct) gets the fallback: an unguided chunk, then the target
 blended in by the same weights (frozen entries replaced, the soft region interpolated). That
@@ -32,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from robotrl.control.chunking import RTC_GUIDANCE as JACOBIANS
 from robotrl.policies.diffusion import DiffusionPolicy, make_scheduler
 
 GUIDANCE_STRENGTH = 1.0  # 1: a full pseudo-inverse correction of the frozen entries per step
@@ -52,6 +60,7 @@ def guided_chunk(
     weights: np.ndarray | torch.Tensor,
     generator: torch.Generator | None = None,
     strength: float = GUIDANCE_STRENGTH,
+    jacobian: str = "network",
 ) -> torch.Tensor:
     """Actions [B, H, A] (unnormalized) for observation windows [B, n_obs, ...], inpainted
     toward `target` ([H, A] or [B, H, A], unnormalized) with per-entry `weights` ([H])."""
@@ -61,10 +70,12 @@ def guided_chunk(
         chunk = policy.predict_chunk(obs_window, generator=generator)
         w = weights.view(1, -1, 1)
         return w * target.expand_as(chunk) + (1 - w) * chunk
-    return _guided_ddim(policy, obs_window, target, weights, generator, strength)
+    if jacobian not in JACOBIANS:
+        raise ValueError(f"unknown jacobian '{jacobian}': choose {', '.join(JACOBIANS)}")
+    return _guided_ddim(policy, obs_window, target, weights, generator, strength, jacobian)
 
 
-def _guided_ddim(policy, obs_window, target, weights, generator, strength) -> torch.Tensor:
+def _guided_ddim(policy, obs_window, target, weights, generator, strength, jacobian):
     with torch.no_grad():
         cond = policy.condition(obs_window)
         y = policy.action_norm.normalize(target)  # the network works in [-1, 1]
@@ -76,17 +87,21 @@ def _guided_ddim(policy, obs_window, target, weights, generator, strength) -> to
     steps = list(sampler.timesteps)
     sample = torch.randn((batch, config.horizon, config.action_dim), generator=generator)
     guided = bool(weights.abs().sum() > 0)
+    backward = guided and jacobian == "network"
     for n, t in enumerate(steps):
         alpha = alphas[t]
         alpha_next = alphas[steps[n + 1]] if n + 1 < len(steps) else sampler.final_alpha_cumprod
-        with torch.enable_grad() if guided else torch.no_grad():
-            x = sample.detach().requires_grad_(guided)
+        with torch.enable_grad() if backward else torch.no_grad():
+            x = sample.detach().requires_grad_(backward)
             eps = policy.net(x, t.expand(batch), cond)
-        step = sampler.step(eps.detach(), t, sample, generator=generator).prev_sample
-        if guided:
+        out = sampler.step(eps.detach(), t, sample, generator=generator)
+        step = out.prev_sample
+        if backward:
             x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
             # J^T diag(w) (y - x0): one backward pass through the network
             (grad,) = torch.autograd.grad(x0, x, grad_outputs=w * (y - x0.detach()))
             step = step + strength * (alpha_next * alpha).sqrt() * grad
+        elif guided:  # J ~ I / sqrt(alpha_bar_t): the step's own (clipped) x0 moves toward y
+            step = step + strength * alpha_next.sqrt() * w * (y - out.pred_original_sample)
         sample = step.detach()
     return policy.action_norm.unnormalize(sample.clamp(-1, 1)).detach()
