@@ -170,10 +170,6 @@ def cmd_eval(args) -> int:
         policy.set_sampler(args.sampler or "ddim", args.steps or policy.sampler_steps)
     if args.candidates:
         policy.config.candidates = args.candidates
-    if args.continuity is not None:
-        if policy.kind != "diffusion" or args.continuity < 0:
-            raise RobotrlError("--continuity takes entries >= 0 and a diffusion policy")
-        policy.config.continuity = args.continuity
     if args.warm_sigma is not None:
         if policy.kind != "consistency":
             raise RobotrlError(f"--warm-sigma is for consistency policies, not {policy.kind}")
@@ -304,13 +300,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="chunks sampled per plan; the one continuing the last chunk best is executed "
         "(a consistency policy warm-starts instead unless --warm-sigma 0)",
-    )
-    p.add_argument(
-        "--continuity",
-        type=int,
-        default=None,
-        help="diffusion: entries of each new chunk steered toward the previous chunk's "
-        "unexecuted actions (0: none)",
     )
     p.add_argument(
         "--warm-sigma",

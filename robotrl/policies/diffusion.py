@@ -54,10 +54,6 @@ class DiffusionConfig:
     # continues the previous chunk's unexecuted actions (Bidirectional Decoding's backward
     # coherence, Liu et al. 2024): fewer switches between modes from one chunk to the next.
     candidates: int = 1
-    # Entries of each new chunk that `select_action` steers toward the previous chunk's
-    # unexecuted actions (RTC's soft mask with nothing frozen, identity-Jacobian guidance: no
-    # extra network pass), as `deploy --strategy rtc` does between asynchronous chunks.
-    continuity: int = 0
     meta: dict = field(default_factory=dict)  # task, robot: for humans and `eval` defaults
 
     def to_dict(self) -> dict:
@@ -218,8 +214,6 @@ class DiffusionPolicy(nn.Module):
         return self._last_chunk
 
     def _next_chunk(self, window: dict) -> torch.Tensor:
-        if self.config.continuity and self._last_chunk is not None:
-            return self._continuing_chunk(window)
         n = self.config.candidates if self._last_chunk is not None else 1
         if n <= 1:
             return self.predict_chunk(window)[0]
@@ -227,17 +221,6 @@ class DiffusionPolicy(nn.Module):
         rest = self.unexecuted(self._last_chunk)
         gap = (self.action_norm.normalize(chunks[:, : len(rest)]) - rest).pow(2)
         return chunks[int(gap.flatten(1).sum(1).argmin())]
-
-    def _continuing_chunk(self, window: dict) -> torch.Tensor:
-        from robotrl.control.chunking import rtc_weights
-        from robotrl.policies.guided import guided_chunk
-
-        horizon, rest = self.config.horizon, self._last_chunk[self.config.n_action_steps :]
-        target = torch.zeros(horizon, self.config.action_dim)
-        target[: len(rest)] = rest
-        overlap = min(self.config.continuity, len(rest))
-        weights = rtc_weights(horizon, delay=0, overlap=overlap)
-        return guided_chunk(self, window, target, weights, jacobian="identity")[0]
 
     def unexecuted(self, previous: torch.Tensor) -> torch.Tensor:
         """The normalized actions of chunk `previous` [H, A] that were still queued when the
