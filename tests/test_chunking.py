@@ -135,10 +135,14 @@ def test_identity_jacobian_guidance_holds_the_prefix_without_a_backward_pass():
     target = np.clip(np.random.default_rng(0).normal(0, 0.5, (8, 3)), -1, 1)
     weights = rtc_weights(8, delay=3, overlap=6)
     plain = policy.predict_chunk(window, generator=torch.Generator().manual_seed(3))[0]
-    with torch.autograd.set_grad_enabled(False):  # a backward pass would fail here
-        guided = guided_chunk(
-            policy, window, target, weights, torch.Generator().manual_seed(3), jacobian="identity"
-        )[0]
+    grad_modes = []  # whether autograd records each network pass (it must, to backpropagate)
+    policy.net.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
+    guided = guided_chunk(
+        policy, window, target, weights, torch.Generator().manual_seed(3), jacobian="identity"
+    )[0]
+    assert grad_modes and not any(grad_modes)
+    guided_chunk(policy, window, target, weights, jacobian="network")
+    assert all(grad_modes[len(grad_modes) // 2 :])  # the network's Jacobian does record
     held = np.abs(guided[:3].numpy() - target[:3]).mean()
     assert held < 0.02 and held < np.abs(plain[:3].numpy() - target[:3]).mean() / 10
     assert not torch.equal(guided[6:], plain[6:])  # the free entries follow the frozen ones

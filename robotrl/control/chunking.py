@@ -58,7 +58,7 @@ class Prefix:
     actions: np.ndarray  # [H, A], zero where the weight is 0
     weights: np.ndarray  # [H]
     frozen: int  # entries with weight 1: they execute while the policy infers
-    guidance: str = "identity"  # the guided sampler's Jacobian (`robotrl.policies.guided`)
+    guidance: str  # the guided sampler's Jacobian, one of RTC_GUIDANCE
 
 
 def rtc_weights(horizon: int, delay: int, overlap: int) -> np.ndarray:
