@@ -124,7 +124,7 @@ class ConsistencyPolicy(DiffusionPolicy):
         shape = (len(cond), self.config.horizon, self.config.action_dim)
         top = len(self.grid_sigmas) - 1
         start = self.grid_sigmas[top] * torch.randn(shape, generator=generator)
-        return self.action_norm.unnormalize(self._chain(start, top, cond, generator))
+        return self.decode_actions(self._chain(start, top, cond, generator), obs_window)
 
     def _next_chunk(self, window: dict) -> torch.Tensor:
         if self._last_chunk is None or not self.config.warm_sigma:
@@ -137,13 +137,13 @@ class ConsistencyPolicy(DiffusionPolicy):
     ) -> torch.Tensor:
         """The chunk [1, H, A] after `previous` [H, A] executed `n_action_steps`, warm-started
         from its unexecuted rest noised to `warm_sigma` (see ConsistencyConfig)."""
-        rest = self.unexecuted(previous)
+        rest = self.unexecuted(previous, obs_window)
         held = torch.cat([rest, rest[-1:].expand(self.config.n_action_steps, -1)])[None]
         level = int((self.grid_sigmas - self.config.warm_sigma).abs().argmin())
         noise = torch.randn(held.shape, generator=generator)
         start = held + self.grid_sigmas[level] * noise
         cond = self.condition(obs_window)
-        return self.action_norm.unnormalize(self._chain(start, level, cond, generator))
+        return self.decode_actions(self._chain(start, level, cond, generator), obs_window)
 
     def _chain(self, x, start_level: int, cond, generator) -> torch.Tensor:
         """`sample_steps` chained evaluations from `x` at grid `start_level`: jump to the end

@@ -54,6 +54,10 @@ class DiffusionConfig:
     # continues the previous chunk's unexecuted actions (Bidirectional Decoding's backward
     # coherence, Liu et al. 2024): fewer switches between modes from one chunk to the next.
     candidates: int = 1
+    # Object whose planar frame the x/y position actions are predicted in (empty: the world
+    # frame), and where its pose, the tool and the actions sit (`object_frame.FrameIndices`)
+    action_frame: str = ""
+    frame_indices: tuple = ()
     meta: dict = field(default_factory=dict)  # task, robot: for humans and `eval` defaults
 
     def to_dict(self) -> dict:
@@ -114,7 +118,13 @@ class DiffusionPolicy(nn.Module):
                 crop_ratio=config.crop_ratio,
             )
             features += self.image_encoder.out_dim
-        self.cond_dim = config.n_obs * features
+        self.frame = None
+        if config.action_frame:
+            from robotrl.policies.object_frame import FrameIndices, ObjectFrame
+
+            indices = FrameIndices.from_list(config.frame_indices)
+            self.frame = ObjectFrame(indices, config.obs_keys, config.n_obs)
+        self.cond_dim = config.n_obs * features + (self.frame.features if self.frame else 0)
         self.obs_encoder = None
         if config.obs_encoder_dim:
             from robotrl.policies.encoders import StateEncoder
@@ -146,12 +156,25 @@ class DiffusionPolicy(nn.Module):
         if self.image_encoder is not None:
             parts.append(self.image_encoder(batch))
         history = torch.cat(parts, dim=-1).flatten(1)
+        if self.frame is not None:
+            history = torch.cat([history, self.frame.condition(batch)], dim=-1)
         if self.obs_encoder is None:
             return history
         return torch.cat([history, self.obs_encoder(history)], dim=-1)
 
+    def encode_actions(self, actions: torch.Tensor, obs: dict) -> torch.Tensor:
+        """World actions [B, T, A] as the network sees them: in the action frame of the
+        observation windows `obs`, normalized."""
+        if self.frame is not None:
+            actions = self.frame.actions_to_frame(actions, obs)
+        return self.action_norm.normalize(actions)
+
+    def decode_actions(self, x: torch.Tensor, obs: dict) -> torch.Tensor:
+        actions = self.action_norm.unnormalize(x)
+        return actions if self.frame is None else self.frame.actions_from_frame(actions, obs)
+
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        actions = self.action_norm.normalize(batch["action"].float())
+        actions = self.encode_actions(batch["action"].float(), batch)
         noise = torch.randn(actions.shape, generator=generator)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), generator=generator)
         noisy = self.train_scheduler.add_noise(actions, noise, steps)
@@ -171,7 +194,7 @@ class DiffusionPolicy(nn.Module):
         noise = torch.randn(
             (len(cond), self.config.horizon, self.config.action_dim), generator=generator
         )
-        return self.action_norm.unnormalize(self.sample(cond, noise, generator))
+        return self.decode_actions(self.sample(cond, noise, generator), obs_window)
 
     @torch.no_grad()
     def sample(
@@ -218,11 +241,12 @@ class DiffusionPolicy(nn.Module):
         if n <= 1:
             return self.predict_chunk(window)[0]
         chunks = self.predict_chunk({k: v.expand(n, *v.shape[1:]) for k, v in window.items()})
-        rest = self.unexecuted(self._last_chunk)
-        gap = (self.action_norm.normalize(chunks[:, : len(rest)]) - rest).pow(2)
+        rest = self.unexecuted(self._last_chunk, window)
+        window_n = {k: v.expand(n, *v.shape[1:]) for k, v in window.items()}
+        gap = (self.encode_actions(chunks[:, : len(rest)], window_n) - rest).pow(2)
         return chunks[int(gap.flatten(1).sum(1).argmin())]
 
-    def unexecuted(self, previous: torch.Tensor) -> torch.Tensor:
-        """The normalized actions of chunk `previous` [H, A] that were still queued when the
-        next plan started (it ran `n_action_steps` of them)."""
-        return self.action_norm.normalize(previous[self.config.n_action_steps :])
+    def unexecuted(self, previous: torch.Tensor, window: dict) -> torch.Tensor:
+        """The actions of chunk `previous` [H, A] that were still queued when the next plan
+        started (it ran `n_action_steps` of them), as the network sees them for `window`."""
+        return self.encode_actions(previous[None, self.config.n_action_steps :], window)[0]

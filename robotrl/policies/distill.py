@@ -129,7 +129,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
         return x, level
 
     def loss_fn(batch: dict, generator: torch.Generator) -> torch.Tensor:
-        x0 = student.action_norm.normalize(batch["action"].float())
+        x0 = student.encode_actions(batch["action"].float(), batch)
         level = torch.randint(1, levels, (len(x0),), generator=generator)
         z = torch.randn(x0.shape, generator=generator)
         x_hi = x0 + sigmas[level].view(-1, 1, 1) * z

@@ -80,8 +80,9 @@ def guided_chunk(
 def _guided_ddim(policy, obs_window, target, weights, generator, strength, jacobian):
     with torch.no_grad():
         cond = policy.condition(obs_window)
-        y = policy.action_norm.normalize(target)  # the network works in [-1, 1]
-    batch, config = len(cond), policy.config
+        batch, config = len(cond), policy.config
+        targets = target.expand(batch, config.horizon, config.action_dim)
+        y = policy.encode_actions(targets, obs_window)  # the network works in [-1, 1]
     w = weights.view(1, -1, 1)
     sampler = make_scheduler("ddim", config.train_steps)
     sampler.set_timesteps(policy.sampler_steps)
@@ -106,4 +107,4 @@ def _guided_ddim(policy, obs_window, target, weights, generator, strength, jacob
         elif guided:  # J ~ I / sqrt(alpha_bar_t): the step's own (clipped) x0 moves toward y
             step = step + strength * alpha_next.sqrt() * w * (y - out.pred_original_sample)
         sample = step.detach()
-    return policy.action_norm.unnormalize(sample.clamp(-1, 1)).detach()
+    return policy.decode_actions(sample.clamp(-1, 1), obs_window).detach()

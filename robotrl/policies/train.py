@@ -32,6 +32,7 @@ RUN_SHAPE = (
     "horizon",
     "channels",
     "obs_encoder_dim",
+    "action_frame",
 )
 
 
@@ -52,6 +53,13 @@ class TrainConfig(LoopConfig):
     n_action_steps: int = field(default=8, metadata={"help": "actions executed per chunk"})
     channels: str = field(
         default="64,128,256", metadata={"help": "U-Net widths per level, comma-separated"}
+    )
+    action_frame: str = field(
+        default="",
+        metadata={
+            "help": "object whose planar frame position actions are predicted in, e.g. block "
+            "(its pose: environment_state <name>.x,.y,.cos_yaw,.sin_yaw; default: the world)"
+        },
     )
     forecast_delay: int = field(
         default=0,
@@ -76,6 +84,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from robotrl.data.dataset import Dataset
     from robotrl.data.windows import WindowDataset
     from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
+    from robotrl.policies.normalize import MinMaxNormalizer
 
     if cfg.policy != "diffusion":
         raise RobotrlError(f"unknown policy type '{cfg.policy}': choose diffusion")
@@ -112,6 +121,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         fps=dataset.fps,
         image_keys=image_keys,
         image_shapes=tuple(tuple(dataset.features[k]["shape"]) for k in image_keys),
+        action_frame=cfg.action_frame,
+        frame_indices=_frame_indices(cfg.action_frame, dataset, obs_keys),
         meta={
             "task": next(iter(dataset.tasks.values()), ""),
             "robot": dataset.info.get("robot_type"),
@@ -124,6 +135,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         [(stats[k]["min"], stats[k]["max"]) for k in obs_keys],
         (stats["action"]["min"], stats["action"]["max"]),
     )
+    if model.frame is not None:
+        model.action_norm = MinMaxNormalizer(*model.frame.fit_stats(windows))
     run = Path(cfg.out)
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
@@ -157,6 +170,16 @@ def _forecast_augment(cfg: TrainConfig, dataset, obs_keys, image_keys):
         cfg.seed,
         demos=dataset,
     )
+
+
+def _frame_indices(name: str, dataset, obs_keys) -> tuple:
+    if not name:
+        return ()
+    from robotrl.policies.object_frame import FrameIndices
+
+    names = {k: dataset.features[k].get("names") for k in obs_keys}
+    action_names = dataset.features["action"].get("names")
+    return tuple(FrameIndices.from_names(name, obs_keys, names, action_names).to_list())
 
 
 def _state_select(names: str, dataset, obs_keys) -> tuple[tuple[int, ...], ...]:

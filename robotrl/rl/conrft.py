@@ -261,6 +261,11 @@ def conrft(cfg: ConRFTConfig) -> dict:
         raise RobotrlError(f"--policy must be a consistency policy, {cfg.policy} is {policy.kind}")
     if policy.config.image_keys:
         raise RobotrlError("ConRFT here fine-tunes state policies; this one reads cameras")
+    if policy.config.action_frame:  # its critic would score actions in a moving frame
+        raise RobotrlError(
+            "ConRFT here fine-tunes world-frame policies; this one was trained "
+            f"with --action-frame {policy.config.action_frame}"
+        )
     policy.set_sampler("ddim", 1)
     task = cfg.task or policy.config.meta.get("task")
     demos = cfg.demos or policy.config.meta.get("data", "")
