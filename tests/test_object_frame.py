@@ -11,7 +11,8 @@ import torch
 from robotrl.errors import RobotrlError
 from robotrl.policies.checkpoint import load_policy
 from robotrl.policies.object_frame import FrameIndices, ObjectFrame
-from robotrl.policies.train import TrainConfig, train
+from robotrl.policies.train import train
+from tests.test_policies import _cfg
 
 OBS_KEYS = ("observation.state", "observation.environment_state")
 NAMES = {
@@ -69,20 +70,7 @@ def push_data(tmp_path_factory):
 
 
 def _train(data, out, **kw):
-    cfg = TrainConfig(
-        data=str(data),
-        out=str(out),
-        steps=4,
-        batch_size=16,
-        warmup=2,
-        save_every=4,
-        eval_every=0,
-        channels="16,32",
-        horizon=8,
-        n_action_steps=4,
-        **kw,
-    )
-    return train(cfg, progress=False)
+    return train(_cfg(data, out, 4, channels="16,32", **kw), progress=False)
 
 
 def test_a_frame_policy_learns_in_the_frame_and_acts_in_the_world(push_data, tmp_path):
