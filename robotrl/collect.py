@@ -43,6 +43,11 @@ class CollectConfig:
         metadata={"help": "std of Gaussian noise added to each executed action (its units); "
                   "the dataset keeps the device's own action (DART)"},
     )  # fmt: skip
+    success_coverage: float | None = field(
+        default=None,
+        metadata={"help": "PushT: goal coverage an episode must reach to count as done "
+                  "(default: the task's 0.95); 0.97 makes better demos for training"},
+    )  # fmt: skip
     max_seconds: float | None = field(default=None, metadata={"help": "stop after this long"})
     env: str | None = field(
         default=None, metadata={"help": "ros:CONFIG records through a ROS 2 arm (RosEnv)"}
@@ -79,6 +84,11 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             f"{cfg.action_mode}"
         )
     action_mode = cfg.action_mode or action_mode
+    task_options = {}
+    if cfg.success_coverage is not None:
+        if task_name(cfg.task) != "PushT" or cfg.env:
+            raise RobotrlError("--success-coverage is a PushT option (sim only)")
+        task_options["success_coverage"] = cfg.success_coverage
     if cfg.env:
         env = _make_env(cfg, action_mode)
     else:
@@ -89,6 +99,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             realtime=human,
             image_size=(cfg.image_size, cfg.image_size),
             action_mode=action_mode,
+            **task_options,
         )
     recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
     # Every command passes the safety layer before the recorder, so the dataset holds what

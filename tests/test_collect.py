@@ -77,6 +77,27 @@ def test_collect_rejects_bad_device_cleanly(tmp_path):
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*.parquet"))
 
 
+def test_success_coverage_records_pusht_demos_past_the_tasks_line(tmp_path):
+    from robotrl.collect import CollectConfig, collect
+
+    lengths = {}
+    for line in (None, 0.99):
+        out = tmp_path / str(line)
+        cfg = CollectConfig(task="PushT", teleop="expert", episodes=1, out=str(out),
+                            action_mode="ee_pos", success_coverage=line)  # fmt: skip
+        assert collect(cfg).successes == 1
+        lengths[line] = Dataset(out).episodes[0]["length"]
+    assert lengths[0.99] > lengths[None]  # the expert went on refining past 0.95
+
+    result = subprocess.run(
+        [*ROBOTRL, "collect", "--task", "Lift", "--teleop", "expert", "--success-coverage",
+         "0.97", "--out", str(tmp_path / "lift")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--success-coverage is a PushT option" in result.stderr
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by `make test`")
 def test_keyboard_collect_in_a_real_terminal(tmp_path):
     out, session = tmp_path / "kbd", f"robotrl-test-{time.monotonic_ns()}"

@@ -7,6 +7,7 @@ import mujoco
 import numpy as np
 import pytest
 
+from robotrl.errors import RobotrlError
 from robotrl.sim.randomize import Randomization
 from robotrl.tasks import make, make_expert
 from robotrl.tasks.push_t import (
@@ -75,6 +76,21 @@ def test_reward_and_success_come_from_the_block_pose():
     sparse = make("PushT", reward_type="sparse")
     sparse.reset(seed=0)
     assert sparse.step(np.zeros(sparse.action_space.shape))[1] == 0.0
+
+
+def test_a_stricter_success_coverage_keeps_the_episode_going():
+    """collect --success-coverage: demos that finish past the task's own line."""
+    pose = _shifted(0.0025, 0.0)  # ~96% covered
+    assert 0.95 < coverage(pose) < 0.97
+    for line, done in ((SUCCESS_COVERAGE, True), (0.97, False)):
+        env = make("PushT", success_coverage=line)
+        env.reset(seed=0)
+        _set_block(env, pose)
+        _, reward, terminated, _, info = env.step(np.zeros(env.action_space.shape))
+        assert terminated == info["is_success"] == done
+        assert reward == pytest.approx(min(coverage(env.block_pose()) / line, 1.0))
+    with pytest.raises(RobotrlError, match="success coverage"):
+        make("PushT", success_coverage=1.5)
 
 
 def test_reset_spreads_the_block_away_from_the_goal():
