@@ -240,10 +240,10 @@ class DiffusionPolicy(nn.Module):
         n = self.config.candidates if self._last_chunk is not None else 1
         if n <= 1:
             return self.predict_chunk(window)[0]
-        chunks = self.predict_chunk({k: v.expand(n, *v.shape[1:]) for k, v in window.items()})
+        windows = {k: v.expand(n, *v.shape[1:]) for k, v in window.items()}
+        chunks = self.predict_chunk(windows)
         rest = self.unexecuted(self._last_chunk, window)
-        window_n = {k: v.expand(n, *v.shape[1:]) for k, v in window.items()}
-        gap = (self.encode_actions(chunks[:, : len(rest)], window_n) - rest).pow(2)
+        gap = (self.encode_actions(chunks[:, : len(rest)], windows) - rest).pow(2)
         return chunks[int(gap.flatten(1).sum(1).argmin())]
 
     def unexecuted(self, previous: torch.Tensor, window: dict) -> torch.Tensor:
