@@ -131,14 +131,18 @@ class RealSenseSource:
         )
 
     def read(self, timeout_ms: int = 200) -> Frames | None:
-        """The next synchronized color (+ depth) pair, or None."""
-        ok, frames = self.sync.try_wait_for_frames(timeout_ms)
-        if not ok:
-            return None
-        frames = frames.as_frameset()
+        """The next synchronized color (+ depth) pair, or None when none came in `timeout_ms`."""
         want_depth = any(s.is_depth_sensor() for s in self.sensors)
-        if frames.size() < (2 if want_depth else 1):
-            return None  # a lone frame the syncer could not pair
+        while True:
+            ok, frames = self.sync.try_wait_for_frames(timeout_ms)
+            if not ok:
+                return None
+            frames = frames.as_frameset()
+            # A lone frame the syncer could not pair is skipped, not reported as "nothing":
+            # a recording has usually finished dispatching by then, and the pairs behind it
+            # are still queued.
+            if frames.size() >= (2 if want_depth else 1):
+                break
         if self.align is not None:
             frames = self.align.process(frames)
         color = frames.get_color_frame()
