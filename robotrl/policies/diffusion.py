@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robotrl.errors import RobotrlError
 from robotrl.policies.conditional_unet1d import ConditionalUnet1D
 from robotrl.policies.normalize import MinMaxNormalizer
 
@@ -84,7 +85,10 @@ def make_scheduler(kind: str, train_steps: int):
     if kind == "ddim":
         return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0)
     if kind == "dpm":
-        return DPMSolverMultistepScheduler(**common)
+        # Thresholding at 1 clips the x0 estimate as DDIM's clip_sample does; without it the
+        # estimate divides by alpha ~ 0 at the cosine schedule's first step and every chunk
+        # saturates at +-1.
+        return DPMSolverMultistepScheduler(**common, thresholding=True, sample_max_value=1.0)
     raise ValueError(f"unknown sampler '{kind}': choose {', '.join(SCHEDULERS)}")
 
 
@@ -141,6 +145,12 @@ class DiffusionPolicy(nn.Module):
     def set_sampler(self, kind: str, steps: int) -> None:
         """Sample with `kind` in `steps` network evaluations (kept in the config, so a saved
         copy samples the same way)."""
+        if kind == "dpm" and steps >= self.config.train_steps:
+            # diffusers' multistep solver returns NaN when every training step is a solver step
+            raise RobotrlError(
+                f"DPM-Solver samples in at most {self.config.train_steps - 1} steps "
+                f"(the policy's diffusion has {self.config.train_steps}); got {steps}"
+            )
         self.sampler = make_scheduler(kind, self.config.train_steps)
         self.sampler_steps = steps
         self.config.sampler, self.config.inference_steps = kind, steps
