@@ -14,6 +14,7 @@ import math
 import mujoco
 import numpy as np
 
+from robotrl.data.mirror import MirrorSymmetry
 from robotrl.errors import RobotrlError
 from robotrl.sim.mujoco_env import MujocoEnv
 from robotrl.sim.scene import aim_camera
@@ -171,6 +172,11 @@ class PushTEnv(MujocoEnv):
     # would have to learn around
     environment_state_names = ("block.x", "block.y", "block.cos_yaw", "block.sin_yaw")
     object_body_names = ("block",)
+    # The scene is its own mirror image about the goal T's stem line: the T is symmetric about
+    # its own y axis and the block's x and y slide joints are alike (`train --mirror`).
+    mirror_symmetry = MirrorSymmetry(
+        point=GOAL_POSE[:2], angle=GOAL_POSE[2] + math.pi / 2, objects={"block": math.pi / 2}
+    )
 
     def __init__(self, *args, success_coverage: float = SUCCESS_COVERAGE, **kwargs):
         # Demos recorded to a stricter line than the task's (collect --success-coverage 0.97)

@@ -19,10 +19,11 @@ from robotrl.tasks import make, make_expert
 VIDEO_TOLERANCE = 4.0  # mean absolute error per pixel (0-255) allowed from H.264 at CRF 18
 
 
-def record(root, task="Lift", episodes=2, seed=0, **env_kwargs):
-    """Record expert episodes; returns what was fed to the recorder, per episode."""
+def record(root, task="Lift", episodes=2, seed=0, label=None, **env_kwargs):
+    """Record expert episodes (the dataset's task: `label`, default "<task> task"); returns
+    what was fed to the recorder, per episode."""
     env = make(task, **env_kwargs)
-    recorder = Recorder(env, root, task=f"{task} task")
+    recorder = Recorder(env, root, task=label or f"{task} task")
     expert = make_expert(env)
     given = []
     for ep in range(episodes):

@@ -131,15 +131,15 @@ class ObjectFrame(nn.Module):
         return torch.cat([tool, self.origin_norm.normalize(self.origin(batch))], dim=-1)
 
     @torch.no_grad()
-    def fit_stats(self, windows, batch_size: int = 4096) -> tuple:
-        """Sets the tool normalizer from the training windows; returns the min/max of the
-        actions in the frame (for the policy's action normalizer)."""
+    def fit_stats(self, windows, batch_size: int = 4096, mirror=None) -> tuple:
+        """Sets the tool normalizer from the training windows (and their images under
+        `mirror`, a batch transform, when training sees those too); returns the min/max of
+        the actions in the frame (for the policy's action normalizer)."""
         tools, origins, actions = [], [], []
         for start in range(0, len(windows), batch_size):
             batch = windows[torch.arange(start, min(start + batch_size, len(windows))).numpy()]
-            tools.append(self.tool(batch).flatten(0, 1))
-            origins.append(self.origin(batch))
-            actions.append(self.actions_to_frame(batch["action"].float(), batch).flatten(0, 1))
+            for seen in (batch, mirror(batch)) if mirror else (batch,):
+                self._collect(seen, tools, origins, actions)
         for norm, values in ((self.tool_norm, tools), (self.origin_norm, origins)):
             values = torch.cat(values)
             fitted = MinMaxNormalizer(values.min(0).values, values.max(0).values)
@@ -147,3 +147,8 @@ class ObjectFrame(nn.Module):
             norm.span.copy_(fitted.span)
         actions = torch.cat(actions)
         return actions.min(0).values.numpy(), actions.max(0).values.numpy()
+
+    def _collect(self, batch: dict, tools: list, origins: list, actions: list) -> None:
+        tools.append(self.tool(batch).flatten(0, 1))
+        origins.append(self.origin(batch))
+        actions.append(self.actions_to_frame(batch["action"].float(), batch).flatten(0, 1))

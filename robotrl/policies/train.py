@@ -71,6 +71,13 @@ class TrainConfig(LoopConfig):
     forecast_fraction: float = field(
         default=0.5, metadata={"help": "share of each batch on forecast windows"}
     )
+    mirror: bool = field(
+        default=False,
+        metadata={
+            "help": "also train on the mirror image of half of each batch, about the task's "
+            "mirror plane (tasks that declare one: PushT)"
+        },
+    )
     obs_encoder_dim: int = field(
         default=0,
         metadata={
@@ -130,22 +137,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             "data": str(cfg.data),
         },
     )
-    model = DiffusionPolicy(
-        config,
-        [(stats[k]["min"], stats[k]["max"]) for k in obs_keys],
-        (stats["action"]["min"], stats["action"]["max"]),
-    )
+    ranges = {k: (stats[k]["min"], stats[k]["max"]) for k in (*obs_keys, "action")}
+    if cfg.mirror:
+        augment = _mirror_augment(cfg, dataset, config)
+        ranges = {k: augment.widen(*r, k, dataset.columns[k]) for k, r in ranges.items()}
+    model = DiffusionPolicy(config, [ranges[k] for k in obs_keys], ranges["action"])
     if model.frame is not None:
-        model.action_norm = MinMaxNormalizer(*model.frame.fit_stats(windows))
+        mirror = augment.reflect_batch if cfg.mirror else None
+        model.action_norm = MinMaxNormalizer(*model.frame.fit_stats(windows, mirror=mirror))
     run = Path(cfg.out)
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    def loss_on_forecasts(batch, noise):
+    def loss_on_augmented(batch, noise):
         return model.loss(augment(batch), noise)
 
-    fit(run, cfg, model, loss_on_forecasts if augment else model.loss, windows, progress=progress)
+    fit(run, cfg, model, loss_on_augmented if augment else model.loss, windows, progress=progress)
     return run
 
 
@@ -170,6 +178,29 @@ def _forecast_augment(cfg: TrainConfig, dataset, obs_keys, image_keys):
         cfg.seed,
         demos=dataset,
     )
+
+
+def _mirror_augment(cfg: TrainConfig, dataset, config):
+    from robotrl.data.mirror import MirrorAugment
+    from robotrl.tasks import task_class
+
+    task = config.meta["task"]
+    mirror = getattr(task_class(task), "mirror_symmetry", None) if task else None
+    if mirror is None:
+        raise RobotrlError(f"--mirror: task {task or '(none)'} declares no mirror symmetry")
+    if cfg.forecast_delay or config.image_keys:
+        raise RobotrlError(
+            "--mirror trains state policies on real windows (no --cameras, no --forecast-delay)"
+        )
+    keys = (*config.obs_keys, "action")
+    names = {k: list(dataset.features[k].get("names") or ()) for k in keys}
+    selects = config.obs_select or ((),) * len(config.obs_keys)
+    looked_at = {
+        k: set(select) if select else set(range(len(names[k])))
+        for k, select in zip(config.obs_keys, selects)
+    }
+    looked_at["action"] = set(range(len(names["action"])))
+    return MirrorAugment(mirror, names, looked_at, seed=cfg.seed)
 
 
 def _frame_indices(name: str, dataset, obs_keys) -> tuple:
