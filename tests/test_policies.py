@@ -366,3 +366,23 @@ def test_obs_encoder_features_join_the_conditioning(reach_data, tmp_path):
     assert torch.equal(student.condition(window), cond)
     with pytest.raises(RobotrlError, match="--obs-encoder-dim"):
         train(_cfg(reach_data, tmp_path / "bad", 2, obs_encoder_dim=-1), progress=False)
+
+
+def test_focus_draws_high_reward_windows_more_often(reach_data, tmp_path, monkeypatch):
+    from robotrl.data.dataset import Dataset
+    from robotrl.data.windows import WindowDataset
+
+    reward = Dataset(reach_data).columns["next.reward"].ravel()
+    above = float(np.median(reward))
+    drawn = []  # the rows of every batch training draws
+    get = WindowDataset.__getitem__
+    monkeypatch.setattr(WindowDataset, "__getitem__", lambda s, i: drawn.append(i) or get(s, i))
+    cfg = _cfg(reach_data, tmp_path / "run", 40, focus=3.0, focus_above=above)
+    train(cfg, progress=False)
+    rows = np.concatenate([np.atleast_1d(i) for i in drawn if np.size(i) == 16])
+    high = reward[rows] > above
+    share = (reward > above).mean()
+    # drawn 4x as often: their share of the draws is 4s / (4s + 1 - s)
+    assert high.mean() == pytest.approx(4 * share / (3 * share + 1), abs=0.08)
+    with pytest.raises(RobotrlError, match="--focus must be >= 0"):
+        train(_cfg(reach_data, tmp_path / "bad", 2, focus=-1.0), progress=False)

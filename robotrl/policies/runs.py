@@ -48,10 +48,12 @@ def fit(
     after_step: Callable[[int], None] | None = None,
     progress: bool = True,
     fine_tune: bool = False,
+    draw_weights: np.ndarray | None = None,
 ) -> torch.nn.Module:
     """Minimize `loss_fn(batch, noise_generator)` over `model`'s parameters; returns the EMA
     copy (also saved as `run/policy`). `modules` are further networks whose state belongs
-    to the run (e.g. a distillation target), `after_step(step)` runs after each update."""
+    to the run (e.g. a distillation target), `after_step(step)` runs after each update;
+    `draw_weights` (summing to 1) are how often each window is drawn (None: uniformly)."""
     import copy
 
     from robotrl.policies.checkpoint import save_policy
@@ -80,7 +82,10 @@ def fit(
     started, losses = time.monotonic(), []
     model.train()
     while step < cfg.steps:
-        batch = windows[rng.integers(0, len(windows), cfg.batch_size)]
+        if draw_weights is None:
+            batch = windows[rng.integers(0, len(windows), cfg.batch_size)]
+        else:
+            batch = windows[rng.choice(len(windows), cfg.batch_size, p=draw_weights)]
         loss = loss_fn(batch, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

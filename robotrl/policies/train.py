@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from robotrl.env import action_mode_of
@@ -77,6 +78,16 @@ class TrainConfig(LoopConfig):
             "help": "also train on the mirror image of half of each batch, about the task's "
             "mirror plane (tasks that declare one: PushT)"
         },
+    )
+    focus: float = field(
+        default=0.0,
+        metadata={
+            "help": "draw windows whose step's reward exceeds --focus-above (1 + this) times as "
+            "often: more of the training on the finishing moves (0: uniform)"
+        },
+    )
+    focus_above: float = field(
+        default=0.8, metadata={"help": "reward above which --focus oversamples a window"}
     )
     obs_encoder_dim: int = field(
         default=0,
@@ -153,7 +164,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     def loss_on_augmented(batch, noise):
         return model.loss(augment(batch), noise)
 
-    fit(run, cfg, model, loss_on_augmented if augment else model.loss, windows, progress=progress)
+    loss = loss_on_augmented if augment else model.loss
+    fit(run, cfg, model, loss, windows, progress=progress, draw_weights=_focus(cfg, dataset))
     return run
 
 
@@ -178,6 +190,19 @@ def _forecast_augment(cfg: TrainConfig, dataset, obs_keys, image_keys):
         cfg.seed,
         demos=dataset,
     )
+
+
+def _focus(cfg: TrainConfig, dataset):
+    """How often each window is drawn under --focus (None: uniformly)."""
+    if not cfg.focus:
+        return None
+    if cfg.focus < 0:
+        raise RobotrlError(f"--focus must be >= 0, got {cfg.focus}")
+    if "next.reward" not in dataset.columns:
+        raise RobotrlError(f"--focus: {cfg.data} has no next.reward feature to focus on")
+    reward = np.asarray(dataset.columns["next.reward"]).ravel()
+    weights = 1 + cfg.focus * (reward > cfg.focus_above)
+    return weights / weights.sum()
 
 
 def _mirror_augment(cfg: TrainConfig, dataset, config):
