@@ -117,8 +117,8 @@ def test_mirrored_training_normalizes_both_images_into_range(push_data, tmp_path
     from robotrl.data.dataset import Dataset
     from robotrl.data.windows import WindowDataset
 
-    cfg = _cfg(push_data, tmp_path / "run", 4, channels="16,32", state="ee.x,ee.y,ee.z")
-    run = train(cfg.__class__(**{**vars(cfg), "action_frame": "block", "mirror": True}), False)
+    options = {"channels": "16,32", "state": "ee.x,ee.y,ee.z", "action_frame": "block"}
+    run = train(_cfg(push_data, tmp_path / "run", 4, mirror=True, **options), progress=False)
     policy = load_policy(run / "policy")
     dataset = Dataset(push_data)
     windows = WindowDataset(dataset, 2, 8, policy.config.obs_keys, ())

@@ -386,3 +386,4 @@ def test_focus_draws_high_reward_windows_more_often(reach_data, tmp_path, monkey
     assert high.mean() == pytest.approx(4 * share / (3 * share + 1), abs=0.08)
     with pytest.raises(RobotrlError, match="--focus must be >= 0"):
         train(_cfg(reach_data, tmp_path / "bad", 2, focus=-1.0), progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

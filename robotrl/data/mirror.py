@@ -96,9 +96,10 @@ class MirrorAugment:
     ):
         """`names`: the entry names of each feature to reflect (the obs keys and `action`);
         `looked_at`: per key, the entries the policy reads (every one must reflect)."""
-        self.mirror, self.fraction = mirror, fraction
-        self.matrix = torch.as_tensor(mirror.matrix(), dtype=torch.float32)
-        self.point = torch.as_tensor(mirror.point, dtype=torch.float32)
+        self.fraction = fraction
+        # float64 masters, cast to each batch's dtype: the normalizer ranges reflect in float64
+        self.matrix = torch.as_tensor(mirror.matrix(), dtype=torch.float64)
+        self.point = torch.as_tensor(mirror.point, dtype=torch.float64)
         self.plans = {
             key: _plan(list(entries), looked_at.get(key, set()), mirror, key)
             for key, entries in names.items()
@@ -132,10 +133,9 @@ class MirrorAugment:
     def reflect(self, values: torch.Tensor, plan: _Plan) -> torch.Tensor:
         """The mirror image of feature vectors [..., D]."""
         out = values.clone()
-        m = self.matrix.to(values.dtype)
+        m, point = self.matrix.to(values.dtype), self.point.to(values.dtype)
         for x, y in plan.points:
-            xy = values[..., [x, y]] - self.point.to(values.dtype)
-            out[..., [x, y]] = xy @ m.T + self.point.to(values.dtype)
+            out[..., [x, y]] = (values[..., [x, y]] - point) @ m.T + point
         for c, s, offset in plan.yaws:
             cos_b, sin_b = math.cos(offset), math.sin(offset)
             cos_a, sin_a = values[..., c], values[..., s]

@@ -156,6 +156,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if model.frame is not None:
         mirror = augment.reflect_batch if cfg.mirror else None
         model.action_norm = MinMaxNormalizer(*model.frame.fit_stats(windows, mirror=mirror))
+    draw_weights = _focus(cfg, dataset)  # checked before the run directory is made
     run = Path(cfg.out)
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
@@ -165,7 +166,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         return model.loss(augment(batch), noise)
 
     loss = loss_on_augmented if augment else model.loss
-    fit(run, cfg, model, loss, windows, progress=progress, draw_weights=_focus(cfg, dataset))
+    fit(run, cfg, model, loss, windows, progress=progress, draw_weights=draw_weights)
     return run
 
 
