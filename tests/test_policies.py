@@ -137,19 +137,8 @@ def test_candidates_continue_the_previous_chunk():
 
 
 def _cfg(data, out, steps, **kw):
-    return TrainConfig(
-        data=str(data),
-        out=str(out),
-        steps=steps,
-        batch_size=16,
-        warmup=2,
-        save_every=5,
-        eval_every=0,
-        horizon=8,
-        n_action_steps=4,
-        threads=1,
-        **kw,
-    )
+    small = dict(batch_size=16, warmup=2, save_every=5, eval_every=0, horizon=8, n_action_steps=4)
+    return TrainConfig(data=str(data), out=str(out), steps=steps, threads=1, **{**small, **kw})
 
 
 class Crash(Exception):
@@ -387,3 +376,49 @@ def test_focus_draws_high_reward_windows_more_often(reach_data, tmp_path, monkey
     with pytest.raises(RobotrlError, match="--focus must be >= 0"):
         train(_cfg(reach_data, tmp_path / "bad", 2, focus=-1.0), progress=False)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_time_budget_plans_the_steps_and_a_resumed_run_keeps_the_plan(
+    reach_data, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    from robotrl.policies import runs
+
+    budget = 0.1  # minutes
+    small = dict(minutes=budget, warmup=100, channels="16,32", save_every=1000)
+    started = time.monotonic()
+    train(_cfg(reach_data, tmp_path / "budget", 5, **small), progress=False)
+    took = time.monotonic() - started
+    plan = json.loads((tmp_path / "budget/plan.json").read_text())
+    log = [json.loads(line) for line in (tmp_path / "budget/log.jsonl").read_text().splitlines()]
+    assert plan["steps"] > runs.PROBE[1] and log[-1]["step"] == plan["steps"]
+    assert 0.5 * budget * 60 < took < 1.5 * budget * 60 + 5  # + loading the dataset
+    # the plan is an ordinary --steps run: the same steps give the same weights
+    small.pop("minutes")
+    train(_cfg(reach_data, tmp_path / "fixed", plan["steps"], **small), progress=False)
+    a = load_file(tmp_path / "budget/policy/model.safetensors")
+    b = load_file(tmp_path / "fixed/policy/model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+    save_state = runs.save_state
+
+    def save_then_crash(path, step, *args):
+        save_state(path, step, *args)
+        if step == 2 * runs.PROBE[1]:
+            raise Crash  # killed after the plan was made
+
+    monkeypatch.setattr(runs, "save_state", save_then_crash)
+    small.update(minutes=budget, save_every=runs.PROBE[1])
+    cfg = _cfg(reach_data, tmp_path / "killed", 5, **small)
+    with pytest.raises(Crash):
+        train(cfg, progress=False)
+    monkeypatch.setattr(runs, "save_state", save_state)
+    planned = json.loads((tmp_path / "killed/plan.json").read_text())["steps"]
+    train(_cfg(reach_data, tmp_path / "killed", 5, **small), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "killed/log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == planned
+    with pytest.raises(RobotrlError, match="--minutes must be >= 0"):
+        train(_cfg(reach_data, tmp_path / "bad", 2, minutes=-1.0), progress=False)
+    assert not (tmp_path / "bad").exists()

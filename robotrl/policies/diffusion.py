@@ -156,15 +156,16 @@ class DiffusionPolicy(nn.Module):
         self.config.sampler, self.config.inference_steps = kind, steps
 
     # ---- training -----------------------------------------------------------------------
-    def condition(self, batch: dict) -> torch.Tensor:
+    def condition(self, batch: dict, image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Normalized observation history [B, n_obs, D] flattened to [B, n_obs * D] (and the
-        observation encoder's features of it)."""
+        observation encoder's features of it). `image_features` [B, n_obs, F]: the image
+        encoder's output for `batch` when the caller has computed it already."""
         parts = []
         for key, norm, select in zip(self.config.obs_keys, self.obs_norm, self.obs_select):
             part = norm.normalize(batch[key].float())
             parts.append(part if select is None else part[..., select])
         if self.image_encoder is not None:
-            parts.append(self.image_encoder(batch))
+            parts.append(self.image_encoder(batch) if image_features is None else image_features)
         history = torch.cat(parts, dim=-1).flatten(1)
         if self.frame is not None:
             history = torch.cat([history, self.frame.condition(batch)], dim=-1)
@@ -183,12 +184,17 @@ class DiffusionPolicy(nn.Module):
         actions = self.action_norm.unnormalize(x)
         return actions if self.frame is None else self.frame.actions_from_frame(actions, obs)
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        batch: dict,
+        generator: torch.Generator | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         actions = self.encode_actions(batch["action"].float(), batch)
         noise = torch.randn(actions.shape, generator=generator)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), generator=generator)
         noisy = self.train_scheduler.add_noise(actions, noise, steps)
-        predicted = self.net(noisy, steps, self.condition(batch))
+        predicted = self.net(noisy, steps, self.condition(batch, image_features))
         error = (predicted - noise) ** 2
         if "action_is_pad" in batch:  # padded steps past the episode end teach nothing
             error = error * (~batch["action_is_pad"])[..., None]

@@ -2,6 +2,10 @@
 warm-up + cosine LR, EMA weights, periodic success evaluation, `log.jsonl` + `curves.png`,
 and resumable state.
 
+With a time budget (`minutes`), the loop times steps `PROBE` and plans the run's length
+from that before the warm-up ends, so the LR schedule is the one `--steps K` would give; the
+plan is kept in `plan.json` and a resumed run follows it.
+
 A run directory holds `policy/` (the EMA weights: the checkpoint to deploy), `state/` (raw
 weights, optimizer, schedule and RNG states: everything to resume, as safetensors + JSON, no
 pickle), `log.jsonl` and `curves.png`. Started again on the same directory after a kill, a
@@ -23,6 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from robotrl.errors import RobotrlError
+
 
 @dataclass
 class LoopConfig:
@@ -36,6 +42,13 @@ class LoopConfig:
     eval_episodes: int = field(default=10, metadata={"help": "episodes per evaluation"})
     seed: int = field(default=0, metadata={"help": "seed of everything"})
     threads: int = field(default=0, metadata={"help": "torch threads (0: all cores)"})
+    minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "training-time budget: time the first steps, then plan --steps to end "
+            "within it (saved in plan.json; periodic evaluations not counted; 0: use --steps)"
+        },
+    )
 
 
 def fit(
@@ -49,17 +62,22 @@ def fit(
     progress: bool = True,
     fine_tune: bool = False,
     draw_weights: np.ndarray | None = None,
+    clock: float | None = None,
 ) -> torch.nn.Module:
     """Minimize `loss_fn(batch, noise_generator)` over `model`'s parameters; returns the EMA
     copy (also saved as `run/policy`). `modules` are further networks whose state belongs
-    to the run (e.g. a distillation target), `after_step(step)` runs after each update;
-    `draw_weights` (summing to 1) are how often each window is drawn (None: uniformly)."""
+    to the run (e.g. a distillation target; those that require grad are optimized with the
+    model), `after_step(step)` runs after each update;
+    `draw_weights` (summing to 1) are how often each window is drawn (None: uniformly);
+    `clock` is the `time.monotonic()` a time budget counts from (None: now)."""
     import copy
 
     from robotrl.policies.checkpoint import save_policy
 
     ema = copy.deepcopy(model).requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # the modules' parameters that require grad (an auxiliary head) train with the model
+    extra = [p for m in (modules or {}).values() for p in m.parameters()]
+    trainable = [p for p in (*model.parameters(), *extra) if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=1e-6)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, cfg))
     rng = np.random.default_rng(cfg.seed)  # which windows each batch draws
@@ -72,8 +90,9 @@ def fit(
     run.mkdir(parents=True, exist_ok=True)
     task, robot = model.config.meta.get("task"), model.config.meta.get("robot")
 
+    planner = BudgetPlanner(run, cfg, step, time.monotonic() if clock is None else clock)
     bar = tqdm(
-        total=cfg.steps,
+        total=None if cfg.steps == UNPLANNED else cfg.steps,
         initial=step,
         desc=f"{run.name}",
         unit="step",
@@ -100,6 +119,10 @@ def fit(
         if after_step:
             after_step(step)
         losses.append(loss.item())
+        if planner.observe(step):
+            bar.total = cfg.steps
+            bar.refresh()
+            print(planner.summary, flush=True)
         bar.update(1)
         checkpoint = step % cfg.save_every == 0 or step == cfg.steps
         if step % 50 == 0 or checkpoint:
@@ -121,6 +144,67 @@ def fit(
             plot_curves(run)
     bar.close()
     return ema
+
+
+PROBE = (10, 60)  # steps timed for a budget: past the first steps' one-off costs, in warm-up
+UNPLANNED = 10**9  # cfg.steps of a budgeted run before its plan
+PLAN_MARGIN = 0.97  # of the time left, for checkpoints and a machine that slows a little
+
+
+class BudgetPlanner:
+    """Sets `cfg.steps` from `cfg.minutes`: times steps PROBE, then plans the steps that fit
+    in what is left of the budget, and keeps the plan in `run/plan.json` for a resumed run."""
+
+    def __init__(self, run: Path, cfg: LoopConfig, step: int, clock: float):
+        self.path, self.cfg, self.clock = run / "plan.json", cfg, clock
+        self.summary, self.probe_started = "", None
+        check_budget(cfg)
+        if not cfg.minutes:
+            return
+        plan = json.loads(self.path.read_text()) if self.path.is_file() else None
+        if plan and plan["minutes"] == cfg.minutes and plan["steps"] >= step:
+            cfg.steps = plan["steps"]
+        elif step and step + PROBE[1] > cfg.warmup:
+            raise RobotrlError(
+                f"--minutes: {run} was not started with a {cfg.minutes:g}-minute budget; "
+                "resume it with the options it was started with"
+            )
+        else:  # a kill before the plan was made: time again from here
+            self.probe = (step + PROBE[0], step + PROBE[1])
+            cfg.steps = UNPLANNED  # until planned; the warm-up LR does not depend on it
+
+    def observe(self, step: int) -> bool:
+        """Call after each step; True when this step made the plan."""
+        if self.cfg.steps != UNPLANNED:
+            return False
+        if step == self.probe[0]:
+            self.probe_started = time.monotonic()
+            return False
+        if step < self.probe[1] or self.probe_started is None:
+            return False
+        now = time.monotonic()
+        per_step = (now - self.probe_started) / (self.probe[1] - self.probe[0])
+        left = self.cfg.minutes * 60 - (now - self.clock)
+        self.cfg.steps = max(step + 1, step + int(PLAN_MARGIN * left / per_step))
+        plan = {
+            "minutes": self.cfg.minutes,
+            "steps": self.cfg.steps,
+            "seconds_per_step": round(per_step, 4),
+            "planned_at_step": step,
+        }
+        tmp = self.path.with_name("plan.json.tmp")
+        tmp.write_text(json.dumps(plan, indent=2))
+        os.replace(tmp, self.path)
+        self.summary = (
+            f"budget {self.cfg.minutes:g} min: {self.cfg.steps} steps at {per_step:.3f} s/step "
+            f"(--steps {self.cfg.steps} repeats this run)"
+        )
+        return True
+
+
+def check_budget(cfg: LoopConfig) -> None:
+    if cfg.minutes < 0:
+        raise RobotrlError(f"--minutes must be >= 0, got {cfg.minutes}")
 
 
 def cosine(step: int, cfg: LoopConfig) -> float:

@@ -12,6 +12,7 @@ The loop, checkpoints and resume live in `robotrl.policies.runs`.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from robotrl.env import action_mode_of
 from robotrl.errors import RobotrlError
-from robotrl.policies.runs import LoopConfig, fit
+from robotrl.policies.runs import LoopConfig, check_budget, fit
 
 OBS_KEYS = ("observation.state", "observation.environment_state")
 # options that fix what a run directory holds: resuming with others would load mismatched weights
@@ -34,6 +35,7 @@ RUN_SHAPE = (
     "channels",
     "obs_encoder_dim",
     "action_frame",
+    "object_aux",
 )
 
 
@@ -89,6 +91,14 @@ class TrainConfig(LoopConfig):
     focus_above: float = field(
         default=0.8, metadata={"help": "reward above which --focus oversamples a window"}
     )
+    object_aux: float = field(
+        default=0.0,
+        metadata={
+            "help": "camera policies: weight of a training-only loss that predicts the "
+            "dataset's environment_state from the image features (the policy never sees it; "
+            "0: off)"
+        },
+    )
     obs_encoder_dim: int = field(
         default=0,
         metadata={
@@ -104,6 +114,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
     from robotrl.policies.normalize import MinMaxNormalizer
 
+    clock = time.monotonic()  # a --minutes budget counts from here
     if cfg.policy != "diffusion":
         raise RobotrlError(f"unknown policy type '{cfg.policy}': choose diffusion")
     if not cfg.data:
@@ -122,9 +133,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if "action" not in dataset.features or not obs_keys:
         raise RobotrlError(f"{cfg.data} has no action or observation.state feature to learn from")
     augment = _forecast_augment(cfg, dataset, obs_keys, image_keys) if cfg.forecast_delay else None
+    probed = _object_probe_keys(cfg, dataset, image_keys)
     windows = WindowDataset(
-        dataset, cfg.n_obs, cfg.horizon, obs_keys, image_keys, lookback=cfg.forecast_delay
+        dataset, cfg.n_obs, cfg.horizon, obs_keys + probed, image_keys, lookback=cfg.forecast_delay
     )
+    if image_keys:  # every frame decoded once, before the clock of the first steps runs
+        dataset.preload_videos()
     stats = dataset.stats
     config = DiffusionConfig(
         obs_keys=obs_keys,
@@ -157,6 +171,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         mirror = augment.reflect_batch if cfg.mirror else None
         model.action_norm = MinMaxNormalizer(*model.frame.fit_stats(windows, mirror=mirror))
     draw_weights = _focus(cfg, dataset)  # checked before the run directory is made
+    check_budget(cfg)
     run = Path(cfg.out)
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
@@ -165,9 +180,40 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     def loss_on_augmented(batch, noise):
         return model.loss(augment(batch), noise)
 
-    loss = loss_on_augmented if augment else model.loss
-    fit(run, cfg, model, loss, windows, progress=progress, draw_weights=draw_weights)
+    loss, modules = loss_on_augmented if augment else model.loss, {}
+    if probed:
+        from robotrl.policies.object_probe import ObjectStateProbe, with_object_probe
+
+        low, high = stats[probed[0]]["min"], stats[probed[0]]["max"]
+        modules["object_probe"] = ObjectStateProbe(model.image_encoder.out_dim, low, high)
+        loss = with_object_probe(model, modules["object_probe"], cfg.object_aux)
+    fit(
+        run,
+        cfg,
+        model,
+        loss,
+        windows,
+        modules,
+        progress=progress,
+        draw_weights=draw_weights,
+        clock=clock,
+    )
     return run
+
+
+def _object_probe_keys(cfg: TrainConfig, dataset, image_keys) -> tuple[str, ...]:
+    """The privileged key `--object-aux` reads during training (none when off)."""
+    from robotrl.policies.object_probe import KEY
+
+    if not cfg.object_aux:
+        return ()
+    if cfg.object_aux < 0:
+        raise RobotrlError(f"--object-aux must be >= 0, got {cfg.object_aux}")
+    if not image_keys:
+        raise RobotrlError("--object-aux trains camera policies: give --cameras")
+    if KEY not in dataset.features:
+        raise RobotrlError(f"--object-aux: {cfg.data} has no {KEY} to predict")
+    return (KEY,)
 
 
 def _forecast_augment(cfg: TrainConfig, dataset, obs_keys, image_keys):
