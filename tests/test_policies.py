@@ -74,6 +74,29 @@ def test_pickles_are_refused(tmp_path):
     assert "refusing to load" in result.stderr
 
 
+class RenamedDiffusion(DiffusionPolicy):
+    kind = "renamed-diffusion"
+
+
+def test_a_checkpoint_picks_a_registered_kind_and_never_names_a_module(tmp_path, monkeypatch):
+    from robotrl.policies import checkpoint
+
+    save_policy(tiny_policy(), tmp_path / "ckpt")
+    config = tmp_path / "ckpt/config.json"
+    meta = json.loads(config.read_text())
+    config.write_text(json.dumps({**meta, "policy": "os.system"}))
+    with pytest.raises(CheckpointError, match="'os.system'; this version knows diffusion, "):
+        load_policy(tmp_path / "ckpt")
+    monkeypatch.setitem(
+        checkpoint.POLICY_KINDS, "renamed-diffusion", checkpoint.POLICY_KINDS["diffusion"]
+    )
+    checkpoint.register_policy_kind(
+        "renamed-diffusion", __name__, "RenamedDiffusion", "DiffusionConfig"
+    )
+    config.write_text(json.dumps({**meta, "policy": "renamed-diffusion"}))
+    assert type(load_policy(tmp_path / "ckpt")) is RenamedDiffusion
+
+
 def test_select_action_executes_n_action_steps_per_chunk():
     policy = tiny_policy().eval()
     calls = []

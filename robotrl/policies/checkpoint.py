@@ -6,6 +6,7 @@ clear message. Saving writes a temporary directory and renames it into place.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -21,16 +22,30 @@ class CheckpointError(RobotrlError):
     pass
 
 
-def policy_classes() -> dict:
-    from robotrl.policies.consistency import ConsistencyConfig, ConsistencyPolicy
-    from robotrl.policies.diffusion import DiffusionConfig, DiffusionPolicy
-    from robotrl.rl.residual import ResidualConfig, ResidualPolicy
+# The policy kinds a checkpoint can hold, keyed by the `policy` field of its config.json: the
+# module that defines each kind and the names of its policy and config classes. A kind's module
+# is imported only when a checkpoint of that kind is loaded, so this loader imports none of the
+# packages that define policies (robotrl.rl among them) and they may all import the loader. The
+# checkpoint only picks an entry of this table: it never names a module or class itself.
+POLICY_KINDS: dict[str, tuple[str, str, str]] = {
+    "diffusion": ("robotrl.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
+    "consistency": ("robotrl.policies.consistency", "ConsistencyPolicy", "ConsistencyConfig"),
+    # a residual loads its frozen base from config["base"], through this loader again
+    "residual": ("robotrl.rl.residual", "ResidualPolicy", "ResidualConfig"),
+}
 
-    return {
-        "diffusion": (DiffusionPolicy, DiffusionConfig),
-        "consistency": (ConsistencyPolicy, ConsistencyConfig),
-        "residual": (ResidualPolicy, ResidualConfig),  # loads its base from config["base"]
-    }
+
+def register_policy_kind(kind: str, module: str, policy_class: str, config_class: str) -> None:
+    """Let `load_policy` load checkpoints whose config.json says `"policy": kind`: the class
+    `policy_class` of `module`, built from `config_class.from_dict(config["config"])`."""
+    POLICY_KINDS[kind] = (module, policy_class, config_class)
+
+
+def policy_classes(kind: str) -> tuple[type, type]:
+    """(policy class, config class) of a registered kind; its module is imported here."""
+    module, policy_class, config_class = POLICY_KINDS[kind]
+    defined = importlib.import_module(module)
+    return getattr(defined, policy_class), getattr(defined, config_class)
 
 
 def save_policy(policy, path: str | Path, extra: dict | None = None) -> Path:
@@ -76,16 +91,22 @@ def load_policy(path: str | Path):
         raise CheckpointError(f"no checkpoint at {path}: expected {CONFIG} and {WEIGHTS}")
     try:
         meta = json.loads((path / CONFIG).read_text())
-        classes = policy_classes()
-        if meta.get("policy") not in classes:
+        if meta.get("policy") not in POLICY_KINDS:
             raise CheckpointError(
                 f"{path} holds a policy of type {meta.get('policy')!r}; this version knows "
-                f"{', '.join(classes)}"
+                f"{', '.join(POLICY_KINDS)}"
             )
-        policy_cls, config_cls = classes[meta["policy"]]
+        policy_cls, config_cls = policy_classes(meta["policy"])
         policy = policy_cls(config_cls.from_dict(meta["config"]))
         policy.load_state_dict(load_file(path / WEIGHTS))
-    except (json.JSONDecodeError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+    except (
+        json.JSONDecodeError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        SafetensorError,
+    ) as e:
         raise CheckpointError(f"corrupt checkpoint {path}: {str(e).splitlines()[0]}") from e
     policy.eval()
     return policy

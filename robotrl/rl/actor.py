@@ -8,153 +8,21 @@ acting on its last weights while the learner is away (see `transport.ActorClient
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from robotrl.errors import RobotrlError
-from robotrl.teleop.base import Teleop, TeleopCommand
+from robotrl.rl.hil_episodes import (
+    RewardSource,
+    make_hil_env,
+    make_reward,
+    obs_shapes_of,
+    policy_fn,
+    run_episode,
+)
 
-TELEOPS = ("sim-human", "spacemouse", "keyboard", "gamepad", "none")
 MAX_QUEUED_EPISODES = 5000  # unsent episodes kept while the learner is away
-
-
-def make_hil_env(
-    env_spec: str,
-    teleop: str = "sim-human",
-    seed: int = 0,
-    obs_mode: str = "state",
-    ros_reward: str | None = None,
-):
-    """`safe(env)` wrapped in an `InterventionWrapper` for the named device. `ros_reward` is
-    a `RosEnv` reward source (e.g. `classifier:DIR`; see `robotrl.drivers.reward`)."""
-    from robotrl.control import safe
-    from robotrl.envs import make_env, parse_env_spec
-    from robotrl.rl.interventions import InterventionWrapper
-    from robotrl.teleop import make_teleop, teleop_class
-
-    if teleop not in TELEOPS:
-        raise RobotrlError(f"unknown --teleop '{teleop}': choose {', '.join(TELEOPS)}")
-    kind, _ = parse_env_spec(env_spec)
-    options = {}
-    mode = None if teleop in ("sim-human", "none") else teleop_class(teleop).required_action_mode
-    if mode:
-        options["action_mode"] = mode
-    if kind == "sim":
-        options["obs_mode"] = obs_mode
-        options["realtime"] = teleop not in ("sim-human", "none")  # a person needs real time
-    elif ros_reward:
-        options["reward"] = ros_reward
-    env = make_env(env_spec, **options)
-    if teleop == "sim-human":
-        if kind != "sim":
-            raise RobotrlError("--teleop sim-human needs a sim env (it drives the task's expert)")
-        from robotrl.rl.sim_human import SimHuman
-
-        device = SimHuman(env, seed=seed)
-    elif teleop == "none":
-        device = NoDevice(env.unwrapped.robot)
-    else:
-        device = make_teleop(teleop, env)
-    return InterventionWrapper(safe(env), device)
-
-
-class NoDevice(Teleop):
-    """No human: the policy always acts (evaluation, or RL without interventions)."""
-
-    name = "none"
-
-    def read(self, obs=None) -> TeleopCommand:
-        return TeleopCommand(None)
-
-
-@dataclass
-class RewardSource:
-    """Where the RL reward comes from: the task's success (`sparse`), its dense reward, or a
-    learned success classifier on the next observation (`classifier`, as on a real robot)."""
-
-    kind: str = "sparse"
-    classifier: object = None
-
-    def __call__(self, next_obs: dict, reward: float, info: dict) -> tuple[float, bool]:
-        if self.kind == "dense":
-            return float(reward), bool(info.get("is_success", False))
-        if self.kind == "classifier":
-            success = self.classifier.success(next_obs)
-            return float(success), success
-        success = bool(info.get("is_success", False))
-        return float(success), success
-
-
-def run_episode(env, act, seed: int | None, reward: RewardSource, keys) -> tuple[dict, dict]:
-    """One episode; `act(obs) -> action`. Returns transition rows and the episode's stats."""
-    obs, _ = env.reset(seed=seed)
-    rows: dict[str, list] = {}
-    total, success = 0.0, False
-    started = time.monotonic()
-    while True:
-        action = act(obs)
-        next_obs, env_reward, terminated, truncated, info = env.step(action)
-        r, success = reward(next_obs, env_reward, info)
-        terminated = terminated or success  # a classifier's success ends the episode too
-        row = {f"obs.{k}": obs[k] for k in keys}
-        row.update({f"next_obs.{k}": next_obs[k] for k in keys})
-        row.update(
-            action=np.asarray(info.get("action", action), np.float32),
-            reward=np.float32(r),
-            terminated=bool(terminated and success),
-            intervention=bool(info.get("intervention", False)),
-        )
-        for k, v in row.items():
-            rows.setdefault(k, []).append(v)
-        total += r
-        obs = next_obs
-        if terminated or truncated:
-            break
-    hil = info.get("hil") or {"steps": len(rows["reward"]), "intervention_rate": 0.0}
-    stats = {"return": total, "success": bool(success), "seconds": time.monotonic() - started}
-    stats.update(hil)
-    return {k: np.stack(v) for k, v in rows.items()}, stats
-
-
-def policy_fn(agent, deterministic: bool = False, generator=None):
-    def act(obs):
-        return agent.act(obs, deterministic=deterministic, generator=generator)
-
-    return act
-
-
-def evaluate_agent(
-    agent, env_spec: str, episodes: int, seed: int = 100_000, deterministic: bool = False
-) -> float:
-    """Success rate of the policy alone (no human) on unseen seeds: sampling its actions as
-    the actor does, or (`deterministic`) taking the mean action."""
-    from robotrl.control import safe
-    from robotrl.envs import make_env
-
-    options = {}
-    if agent.image_keys:  # the cameras (and their size) the agent was trained with
-        options["obs_mode"] = (
-            "state+pixels" if "environment_state" in agent.obs_shapes else "pixels"
-        )
-        options["image_size"] = tuple(agent.obs_shapes[agent.image_keys[0]][:2])
-    env = safe(make_env(env_spec, **options))
-    agent.eval()
-    generator = torch.Generator().manual_seed(seed)
-    wins = 0
-    with torch.no_grad():
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            while True:
-                action = agent.act(obs, deterministic=deterministic, generator=generator)
-                obs, _, terminated, truncated, info = env.step(action)
-                if terminated or truncated:
-                    break
-            wins += bool(info.get("is_success"))
-    env.close()
-    return wins / max(episodes, 1)
 
 
 @dataclass
@@ -185,8 +53,6 @@ def run_actor(cfg: ActorConfig, log=print) -> dict:
     import secrets
     import socket
 
-    from robotrl.rl.hil import make_reward
-    from robotrl.rl.learner import obs_shapes_of
     from robotrl.rl.sac import Agent
     from robotrl.rl.transport import TOKEN_ENV, ActorClient
 

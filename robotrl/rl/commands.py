@@ -3,13 +3,29 @@ subparsers of `robotrl.cli.main.build_parser`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from robotrl.cli.config import add_config_args, config_from_args
 from robotrl.rl.finetune import FinetuneConfig
 
 
-def cmd_finetune_residual(args) -> int:
-    from robotrl.rl.finetune import finetune
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Train a residual on `cfg.base` with `cfg.algo`; returns the run directory."""
+    import torch
 
+    from robotrl.rl.finetune import Run
+
+    torch.set_num_threads(max(1, cfg.threads))
+    run = Run(cfg)
+    if cfg.algo == "ppo":
+        from robotrl.rl.ppo import train
+    else:
+        from robotrl.rl.residual_sac import train
+    train(run)
+    return run.dir
+
+
+def cmd_finetune_residual(args) -> int:
     run = finetune(config_from_args(FinetuneConfig, args))
     print(
         f"fine-tuned {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}, "

@@ -249,7 +249,7 @@ class ConRFT:
 def conrft(cfg: ConRFTConfig) -> dict:
     from robotrl.policies.checkpoint import load_policy, save_policy
     from robotrl.policies.evaluate import evaluate
-    from robotrl.rl.actor import make_hil_env
+    from robotrl.rl.hil_episodes import make_hil_env
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -1,5 +1,6 @@
-"""`robotrl finetune residual`: what PPO and SAC runs share: the config (the CLI is generated
-from it), the run directory, periodic evaluation, checkpoints and resume.
+"""What the residual fine-tuners (`ppo`, `residual_sac`) share: the config (the CLI of
+`robotrl finetune residual` is generated from it), the run directory, periodic evaluation,
+checkpoints and resume. `commands.finetune` picks the algorithm; this module imports neither.
 
 A run directory holds `policy/` (the latest residual checkpoint: it references the base's),
 `best/` (the best evaluated so far), `state/` (networks, optimizer, normalizers, counters, RNG:
@@ -215,18 +216,6 @@ def metadata(cfg: FinetuneConfig) -> dict:
         "algo": cfg.algo,
         "finetune": str(Path(cfg.out).resolve()),
     }
-
-
-def finetune(cfg: FinetuneConfig) -> Path:
-    """Train a residual on `cfg.base`; returns the run directory."""
-    torch.set_num_threads(max(1, cfg.threads))
-    run = Run(cfg)
-    if cfg.algo == "ppo":
-        from robotrl.rl.ppo import train
-    else:
-        from robotrl.rl.residual_sac import train
-    train(run)
-    return run.dir
 
 
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 ratio, and (with `serve`) answers actors over ZeroMQ: it stores their transitions and
 hands out versioned weights.
 
-`Trainer` is the part shared with the single-process loop (`robotrl.rl.hil.train`); `serve`
+`Trainer` is the part the single-process loop (`robotrl.rl.hil.train`) uses too; `serve`
 adds the transport. A run directory holds `state/` (agent, optimizer and RNGs, via
 `policies.runs.save_state`), `buffers/` (online and demo buffers, safetensors),
 `counters.json`, `log.jsonl`, `episodes.jsonl` and the plots. Started again on the same
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from robotrl.rl.buffers import ReplayBuffer, load_demos, sample_mixed, write_json
+from robotrl.rl.hil_episodes import evaluate_and_log, plot_hil
 from robotrl.rl.sac import Agent, SACConfig, make_optimizer, update
 from robotrl.rl.transport import TOKEN_ENV
 
@@ -120,10 +121,6 @@ class Trainer:
     def log(self, name: str, record: dict) -> None:
         with open(self.run / name, "a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def obs_shapes_of(env) -> dict:
-    return {k: tuple(space.shape) for k, space in env.observation_space.spaces.items()}
 
 
 def transition_schema(obs_shapes: dict, action_dim: int) -> dict[str, tuple[tuple, str]]:
@@ -318,8 +315,6 @@ def serve(cfg: LearnerConfig) -> Path:
                 t.checkpoint()
                 last_ckpt = time.monotonic()
             if cfg.eval_env and time.monotonic() - last_eval >= cfg.eval_every:
-                from robotrl.rl.hil import evaluate_and_log
-
                 last_eval = time.monotonic()
                 if evaluate_and_log(t, cfg.eval_env, cfg.eval_episodes) >= cfg.stop_at:
                     break
@@ -330,7 +325,5 @@ def serve(cfg: LearnerConfig) -> Path:
         if service.trainer:
             service.trainer.checkpoint()
     if service.trainer:
-        from robotrl.rl.hil import plot_hil
-
         plot_hil(service.trainer.run)
     return Path(cfg.out)
