@@ -125,8 +125,7 @@ def robot_spec(config: str, action_mode: str, control_hz: float | None = None):
 def run_node(params: TeleopNodeParams, ros: RosNode) -> None:
     from std_msgs.msg import Bool, Float64MultiArray, String
 
-    from robotrl.collect import DEVICE_PATH_OPTION
-    from robotrl.teleop import make_teleop
+    from robotrl.teleop import DEVICE_PATH_OPTION, make_teleop
 
     if params.device == "expert":
         raise TeleopError(

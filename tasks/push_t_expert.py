@@ -12,7 +12,7 @@ from mujoco import rollout
 
 from robotrl.sim.scene import ARM_PREFIX
 from robotrl.tasks.expert import Expert
-from robotrl.tasks.push_t import (
+from robotrl.tasks.t_block import (
     _CENTROID_Y,
     BAR_HALF,
     BLOCK_Z,

@@ -10,16 +10,9 @@ import pytest
 from robotrl.errors import RobotrlError
 from robotrl.sim.randomize import Randomization
 from robotrl.tasks import make, make_expert
-from robotrl.tasks.push_t import (
-    GOAL_POSE,
-    MAX_RESET_COVERAGE,
-    RESET_HALF,
-    SUCCESS_COVERAGE,
-    T_AREA,
-    coverage,
-    from_frame,
-)
+from robotrl.tasks.push_t import MAX_RESET_COVERAGE, RESET_HALF, SUCCESS_COVERAGE
 from robotrl.tasks.push_t_expert import distance_to_t
+from robotrl.tasks.t_block import GOAL_POSE, T_AREA, coverage, from_frame
 
 GOAL = np.array(GOAL_POSE)
 

@@ -28,9 +28,18 @@ DEVICES = {
     "leader": "robotrl.teleop.leader_arm:LeaderArmTeleop",
     "expert": "robotrl.teleop.expert:ExpertTeleop",
 }
+# The constructor option that takes a device's path or port (`--device` of `robotrl collect`,
+# `device_path` of the ROS teleop node).
+DEVICE_PATH_OPTION = {
+    "keyboard": "tty",
+    "spacemouse": "device",
+    "gamepad": "device",
+    "leader": "port",
+}
 
 __all__ = [
     "DEVICES",
+    "DEVICE_PATH_OPTION",
     "DeviceIOError",
     "DeviceNotFoundError",
     "Event",
