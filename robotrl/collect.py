@@ -1,7 +1,7 @@
 """`robotrl collect`: record demonstrations from a teleop device (or the scripted expert).
 
 Sim runs real-time paced for a human and as fast as it can for the expert. A live status line
-shows the episode count, achieved control rate and successes. Device events: SUCCESS saves
+shows the episode count, the step, the achieved control rate and successes. Device events: SUCCESS saves
 the episode as a success, FAILURE ends it (saved only with --keep-failures), RERECORD throws
 it away and records the same seed again, QUIT stops (the current episode is discarded).
 An episode the task itself ends (success, or the step limit) is saved or discarded the same way.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robotrl.errors import RobotrlError
+from robotrl.teleop import DEVICE_PATH_OPTION
 
 
 @dataclass
@@ -118,6 +119,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         while summary.saved < cfg.episodes and not summary.quit:
             if cfg.max_seconds and time.monotonic() - start > cfg.max_seconds:
                 break
+            status.resetting(summary)
             obs, _ = guarded.reset(seed=seed)
             teleop.reset()
             noise = ActionNoise(cfg.action_noise, seed)
@@ -139,7 +141,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             recorder.save_episode(success=outcome == "success")
             summary.saved += 1
             summary.successes += outcome == "success"
-            summary.achieved_fps.append(achieved)
+            if achieved is not None:
+                summary.achieved_fps.append(achieved)
     finally:
         teleop.close()
         recorder.close()
@@ -177,14 +180,6 @@ def _make_env(cfg: CollectConfig, action_mode: str | None):
     return make_ros_env(cfg.env.removeprefix("ros:"), **options)
 
 
-DEVICE_PATH_OPTION = {
-    "keyboard": "tty",
-    "spacemouse": "device",
-    "gamepad": "device",
-    "leader": "port",
-}
-
-
 def _device_options(cfg: CollectConfig) -> dict:
     options = {}
     if cfg.device:
@@ -215,17 +210,18 @@ class ActionNoise:
 
 def _run_episode(
     guarded, recorder, teleop, obs, status, summary, Event, noise: ActionNoise
-) -> tuple[str, float]:
-    """Step until the task or the human ends the episode; returns (outcome, achieved Hz)."""
+) -> tuple[str, float | None]:
+    """Step until the task or the human ends the episode; returns (outcome, achieved Hz, or
+    None before two steps have measured it)."""
     t0 = time.monotonic()
     while True:
         command = teleop.read(obs)
         events = set(command.events)
         if Event.QUIT in events:
             summary.quit = True
-            return "quit", 0.0
+            return "quit", None
         if Event.RERECORD in events:
-            return "rerecord", 0.0
+            return "rerecord", None
         if command.action is None:  # the device has nothing to say: stay put
             action = guarded.safety.hold_command(obs).astype(np.float32)
         else:
@@ -235,7 +231,7 @@ def _run_episode(
         if noise.std:
             recorder.relabel_last_action(action)
         steps = recorder.episode_length
-        achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else 0.0
+        achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else None
         status.update(summary, steps, achieved)
         if Event.SUCCESS in events or (terminated and info.get("is_success")):
             return "success", achieved
@@ -244,19 +240,29 @@ def _run_episode(
 
 
 class StatusLine:
-    """One line on stderr, rewritten in place at most ten times a second."""
+    """One line on stderr, rewritten in place at most ten times a second: the episode being
+    recorded, its step and the control rate achieved so far (shown once two steps have
+    measured it), or that the env is resetting between episodes (a real arm may take seconds
+    to get back to its start pose)."""
 
     def __init__(self, cfg: CollectConfig, existing: int):
         self.cfg, self.existing, self._last = cfg, existing, 0.0
 
-    def update(self, summary: CollectSummary, steps: int, achieved: float) -> None:
+    def resetting(self, summary: CollectSummary) -> None:
+        self._show(summary, "waiting for the env to reset")
+
+    def update(self, summary: CollectSummary, steps: int, achieved: float | None) -> None:
         now = time.monotonic()
         if now - self._last < 0.1:
             return
         self._last = now
+        rate = "" if achieved is None else f"  {achieved:6.1f} Hz"
+        self._show(summary, f"step {steps:4d}{rate}")
+
+    def _show(self, summary: CollectSummary, progress: str) -> None:
         line = (
             f"[{self.cfg.task}/{self.cfg.teleop}] episode {summary.saved + 1}/{self.cfg.episodes}"
-            f"  step {steps:4d}  {achieved:6.1f} Hz  saved {summary.saved}"
+            f"  {progress}  saved {summary.saved}"
             f" ({summary.successes} success)  discarded {summary.discarded}"
             f"  dataset {self.existing + summary.saved} episodes"
         )

@@ -164,3 +164,17 @@ def _wait_for(session: str, text: str, timeout: float = 60.0) -> str:
             return screen
         time.sleep(0.2)
     raise AssertionError(f"'{text}' never appeared; screen:\n{screen}")
+
+
+def test_status_line_shows_the_rate_only_once_measured_and_says_when_resetting(capsys):
+    from robotrl.collect import CollectConfig, CollectSummary, StatusLine
+
+    status, summary = StatusLine(CollectConfig(task="Reach", episodes=2), 0), CollectSummary()
+    status.resetting(summary)
+    assert "episode 1/2  waiting for the env to reset" in capsys.readouterr().err
+    status.update(summary, 1, None)
+    first = capsys.readouterr().err
+    assert "step    1  saved 0" in first and "Hz" not in first
+    status._last = 0.0  # past the ten-a-second limit
+    status.update(summary, 2, 19.8)
+    assert "step    2    19.8 Hz" in capsys.readouterr().err
