@@ -35,14 +35,26 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class GripperConfig:
+    """A gripper commanded by position (`Float64MultiArray` [position]) on its controller's
+    topic. On the arm's driver its joint comes in the arm's joint states; on a driver of its
+    own, `state_topic` names where that driver publishes it (its freshness is then watched on
+    its own, at `state_rate`). An arm with no gripper has no `gripper:` section at all."""
+
     controller: str = "gripper_controller"
-    joint: str = "finger_joint"  # measured in /joint_states
+    joint: str = "finger_joint"  # the measured joint, by name (its place in the message is free)
     open: float = 0.04  # joint position (m or rad) fully open
     closed: float = 0.0  # joint position fully closed
+    command_topic: str = ""  # empty: /<controller>/commands
+    state_topic: str = ""  # empty: in the arm's joint states; else its own driver's topic
+    state_rate: float = 50.0  # Hz its own driver publishes at (with state_topic)
 
     @property
     def topic(self) -> str:
-        return f"/{self.controller}/commands"
+        return self.command_topic or f"/{self.controller}/commands"
+
+    @property
+    def own_driver(self) -> bool:
+        return bool(self.state_topic)
 
 
 @dataclass(frozen=True)
@@ -145,7 +157,12 @@ def parse_config(raw: dict, where: str = "config") -> RobotConfig:
         value = joints.get(key, default)
         if value is None:
             raise RobotrlError(f"{where}: joints.{key} is missing")
-        values = [value] * n if isinstance(value, int | float) else list(value)
+        if isinstance(value, int | float | str):  # one value (or multiple of pi) for all
+            values = [value] * n
+        elif isinstance(value, list | tuple):
+            values = list(value)
+        else:
+            raise RobotrlError(f"{where}: joints.{key} must be a number or a list of numbers")
         if len(values) != n:
             raise RobotrlError(f"{where}: joints.{key} has {len(values)} entries, {n} joints")
         return tuple(float(eval_angle(v, where)) for v in values)

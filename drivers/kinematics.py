@@ -20,7 +20,11 @@ from robotrl.sim.scene import ARM_PREFIX, build_scene
 
 
 class ArmKinematics:
-    def __init__(self, arm: str, tool: str, action_mode: str, control_hz: float, home):
+    def __init__(
+        self, arm: str, tool: str, action_mode: str, control_hz: float, home, has_gripper=True
+    ):
+        """`has_gripper=False`: the arm has no gripper to command (none fitted, or one this env does
+        not drive), so the action has no gripper entry whatever tool the model carries."""
         model_spec = resolve_arm(arm, tool)
         self.arm_model = model_spec
         self.model = build_scene(model_spec, 0.002).compile()
@@ -29,7 +33,7 @@ class ArmKinematics:
         joints = [m.joint(ARM_PREFIX + j) for j in model_spec.joint_names]
         acts = [m.actuator(ARM_PREFIX + a).id for a in model_spec.actuator_names]
         gripper = None
-        if model_spec.gripper_actuator and tool == "gripper":
+        if model_spec.gripper_actuator and tool == "gripper" and has_gripper:
             gripper = m.actuator(ARM_PREFIX + model_spec.gripper_actuator).id
         self.handles = ArmHandles(
             qpos_adr=np.array([j.qposadr[0] for j in joints]),

@@ -51,9 +51,14 @@ class KeyboardReward(NoReward):
     """Enter marks success, n failure. Without a terminal on stdin it never fires."""
 
     def __init__(self, fd: int | None = None):
-        self.fd = sys.stdin.fileno() if fd is None else fd
+        if fd is None:
+            try:
+                fd = sys.stdin.fileno()
+            except (AttributeError, ValueError, OSError):  # no stdin, or not a real file
+                fd = -1
+        self.fd = fd
         self._saved = None
-        if os.isatty(self.fd):
+        if fd >= 0 and os.isatty(fd):
             self._saved = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)
         self._success = self._failure = False

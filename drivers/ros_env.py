@@ -8,11 +8,21 @@ One `step`: turn the action into joint position targets (the sim's own controlle
 kinematic model, so `ee_delta` means here what it means in sim), send them, sleep to the next
 control tick, wait for the first joint state after it (at most a few sensor periods), and return
 the observation built from the freshest sample of each stream. `info["obs_age"]` holds each
-stream's age in seconds, `info["observation_age"]` the largest. A stream older than
-`stale_periods` of its own period (and of the control period) is stale: the command is withheld
-(the arm holds its last target, as a ros2_control controller does) and `info["stale"]` names the
-streams, from the first step where it is so. Nothing waits without a timeout, so a dead driver
-can never hang `step`; when it comes back the streams are fresh again and commands resume.
+stream's age in seconds, `info["observation_age"]` the largest.
+
+Faults. A stream older than `stale_periods` of its own period (and of the control period) is
+stale: `info["stale"]` names it from the first step that returns after that age is reached.
+Steps return once a period, so a stream that stops is reported between 2 and 3 control periods
+after its last sample with the default `stale_periods=2` (the ROS tests measure it). While a
+stream is stale the action is withheld (`info["held"]`, the arm holds its last target as a
+ros2_control controller does) and `info["waiting_for"]` says what for. When a driver stream
+comes back, actions resume only after a handshake proves the driver receives them (a hold
+command acknowledged: `command_link`); the first step that sends again reports the gap in
+`info["command_gap"]` (steps withheld, actions that went out but were never acknowledged,
+seconds). Nothing waits without a timeout, so a dead driver can never hang `step`.
+
+An arm may have no gripper, or one on a driver of its own (`GripperConfig.state_topic`); joint
+states are read by name, in any order, among joints that are not ours.
 """
 
 from __future__ import annotations
@@ -22,7 +32,9 @@ import time
 
 import numpy as np
 
+from robotrl.drivers.command_link import CommandGate
 from robotrl.drivers.config import RobotConfig, load_config
+from robotrl.drivers.connect import streams, wait_connected
 from robotrl.drivers.kinematics import ArmKinematics
 from robotrl.drivers.reward import make_reward
 from robotrl.drivers.ros import import_rclpy, now
@@ -32,6 +44,7 @@ from robotrl.env import CameraSpec, RobotEnv, RobotSpec
 from robotrl.errors import RobotrlError
 
 EE_NAMES = ("ee.x", "ee.y", "ee.z", "ee.qw", "ee.qx", "ee.qy", "ee.qz")
+DRIVER_STREAMS = ("joint_states", "gripper_state")  # a fault there may be a restarted driver
 
 
 class RosEnv(RobotEnv):
@@ -60,6 +73,10 @@ class RosEnv(RobotEnv):
         self.cfg = cfg = config
         self.task = task
         hz = float(control_hz or cfg.control_hz)
+        if not (hz > 0 and np.isfinite(hz)):
+            raise RobotrlError(f"control_hz must be a positive number of Hz, got {control_hz}")
+        if not stale_periods > 0:
+            raise RobotrlError(f"stale_periods must be positive, got {stale_periods}")
         self.max_episode_steps = int(max_episode_steps or cfg.max_episode_steps)
         chosen = cfg.cameras if cameras is None else [c for c in cfg.cameras if c.name in cameras]
         if cameras is not None and len(chosen) != len(cameras):
@@ -67,7 +84,12 @@ class RosEnv(RobotEnv):
             raise RobotrlError(f"config {cfg.name} has cameras {names}, asked for {cameras}")
         self.cameras = tuple(chosen)
         self.kin = ArmKinematics(
-            cfg.kinematics, cfg.tool, action_mode or cfg.action_mode, hz, cfg.home
+            cfg.kinematics,
+            cfg.tool,
+            action_mode or cfg.action_mode,
+            hz,
+            cfg.home,
+            has_gripper=cfg.gripper is not None,
         )
         self.n = len(cfg.joint_names)
         if self.kin.n != self.n:
@@ -75,9 +97,11 @@ class RosEnv(RobotEnv):
                 f"config {cfg.name} has {self.n} joints, its kinematics {cfg.kinematics} "
                 f"has {self.kin.n}"
             )
+        self._connect_timeout = connect_timeout
         self.io = RosIO(cfg, self.cameras, f"robotrl_env_{os.getpid()}_{id(self) % 10000}")
         try:
-            env_names = self._connect(connect_timeout)
+            wait_connected(self.io, cfg, self.cameras, connect_timeout)
+            env_names = self._task_names()
         except BaseException:
             self.io.close()
             raise
@@ -97,32 +121,24 @@ class RosEnv(RobotEnv):
         # How old each stream may get: `stale_periods` of its own period or of the control
         # period, whichever is longer (a 30 Hz camera is not stale after 20 ms at 100 Hz).
         dt = 1.0 / hz
-        self.timeouts = {"joint_states": stale_periods * max(dt, 1.0 / cfg.state_rate)}
-        for cam in self.cameras:
-            self.timeouts[f"images.{cam.name}"] = stale_periods * max(dt, 1.0 / cam.rate)
-        if env_names:
-            self.timeouts["environment_state"] = self.timeouts["joint_states"]
+        rates = {"joint_states": cfg.state_rate, "environment_state": cfg.state_rate}
+        if cfg.gripper:
+            rates["gripper_state"] = cfg.gripper.state_rate
+        rates.update({f"images.{c.name}": c.rate for c in self.cameras})
+        self.timeouts = {
+            s: stale_periods * max(dt, 1.0 / rates[s]) for s in streams(cfg, self.cameras)
+        }
         self._wait_budget = min(0.5 * dt, 3.0 / cfg.state_rate + 0.002)
+        self._gate = CommandGate(self.io.link, self._probe, DRIVER_STREAMS)
         self._steps = 0
         self._obs: dict | None = None
         self._q: np.ndarray | None = None
 
     # ---- connection ---------------------------------------------------------------------
-    def _connect(self, timeout: float) -> tuple[str, ...]:
-        """Wait for every stream once; the sim's task state names the environment state."""
-        cfg = self.cfg
-        if not self.io.wait_for("joints", timeout):
-            raise RobotrlError(
-                f"no joint states for {', '.join(cfg.joint_names[:2])}... on {cfg.state_topic} "
-                f"within {timeout:.0f} s: is the robot driver (or sim node) running?"
-            )
-        for cam in self.cameras:
-            if not self.io.wait_for(f"images.{cam.name}", timeout):
-                raise RobotrlError(f"no images on {cam.image_topic} within {timeout:.0f} s")
-        if not cfg.sim:
+    def _task_names(self) -> tuple[str, ...]:
+        """The sim's task state names the environment state (none on a real arm)."""
+        if not self.cfg.sim:
             return ()
-        if not self.io.wait_for("task", timeout):
-            raise RobotrlError(f"no task state on {cfg.sim.task_state_topic}")
         names = tuple(self.io.task.value[0][:-2])
         if self.task is not None:
             from robotrl.tasks import task_class
@@ -134,11 +150,27 @@ class RosEnv(RobotEnv):
                 )
         return names
 
+    def _handshake(self) -> None:
+        """Commands flow only once the driver is known to receive them."""
+        waiting = self._gate.connect(self._stale_streams, self._connect_timeout)
+        if waiting:
+            raise RobotrlError(
+                f"the driver does not take commands: still waiting for {', '.join(waiting)} "
+                f"after {self._connect_timeout:g} s"
+            )
+
+    def _probe(self) -> None:
+        """A hold command (the measured position) that proves the link when acknowledged."""
+        self.io.send_positions(self._latest_q(), self.robot.ctrl_dt)
+        if self.cfg.gripper and self.io.gripper is not None:
+            self.io.send_gripper(self.io.gripper.value)
+
     # ---- RobotEnv -----------------------------------------------------------------------
     def step(self, action):
         return self._step(self.check_action(action))  # paces itself inside `_step`
 
     def _reset(self, seed, options):
+        self._handshake()
         self._drive_home()
         if self.cfg.sim:
             self.io.call_reset(seed)
@@ -156,24 +188,33 @@ class RosEnv(RobotEnv):
         self.reward_source.reset()
         self._steps, self._next_tick = 0, time.monotonic()
         self._send_gripper(0.0)  # episodes start open, as in sim
-        return obs, {"is_success": False, **info}
+        return obs, {"is_success": False, "held": False, "waiting_for": (), **info}
 
     def _step(self, action):
-        stale = self._stale_streams()
-        if not stale:  # fresh data: command from the latest measured pose
-            arm = action[: self.robot.action.dim - bool(self.cfg.gripper)]
+        waiting = self._gate.update(self._stale_streams())
+        gap = None
+        if not waiting:
+            resuming = self._gate.resuming
             self.kin.set_joints(self._latest_q())
-            q = np.clip(self.kin.joint_targets(arm), self.lower, self.upper)
-            self.io.send_positions(q, 1.0 / self.robot.control_hz)
-            if self.cfg.gripper:
+            if resuming:  # the arm may have moved (or restarted): targets from where it is
+                self.kin.reset()
+            q = np.clip(
+                self.kin.joint_targets(action[: self.robot.action.arm_dim]), self.lower, self.upper
+            )
+            self.io.send_positions(q, self.robot.ctrl_dt)
+            if self.robot.has_gripper:
                 self._send_gripper(float(action[-1]))
+            gap = self._gate.sent_action()
         self._wait_tick()
         self.io.wait_joints(now() - 1e-4, self._wait_budget)
         obs, info = self._observe()
         self._steps += 1
         reward, success, failure = self.reward_source.read(obs)
         info["is_success"] = success
-        info["held"] = bool(stale)
+        info["held"] = bool(waiting)
+        info["waiting_for"] = waiting
+        if gap is not None:
+            info["command_gap"] = gap
         truncated = self._steps >= self.max_episode_steps
         return obs, reward, bool(success or failure), truncated, info
 
@@ -196,7 +237,7 @@ class RosEnv(RobotEnv):
             time.sleep(delay)
 
     def _latest_q(self) -> np.ndarray:
-        return self.io.joints.value[: self.n]
+        return self.io.joints.value
 
     def _send_gripper(self, closed: float) -> None:
         g = self.cfg.gripper
@@ -207,13 +248,17 @@ class RosEnv(RobotEnv):
     def _stale_streams(self) -> tuple[str, ...]:
         t = now()
         io = self.io
-        stamps = {"joint_states": io.joints.stamp if io.joints else -np.inf}
-        for cam in self.cameras:
-            sample = io.images[cam.name]
-            stamps[f"images.{cam.name}"] = sample.stamp if sample else -np.inf
-        if "environment_state" in self.timeouts:
-            stamps["environment_state"] = io.task.stamp if io.task else -np.inf
-        return tuple(k for k, s in stamps.items() if t - s >= self.timeouts[k])
+        samples = {
+            "joint_states": io.joints,
+            "gripper_state": io.gripper,
+            "environment_state": io.task,
+        }
+        samples.update({f"images.{c.name}": io.images[c.name] for c in self.cameras})
+        return tuple(
+            k
+            for k, limit in self.timeouts.items()
+            if samples[k] is None or t - samples[k].stamp >= limit
+        )
 
     def _observe(self) -> tuple[dict, dict]:
         io = self.io
@@ -221,18 +266,19 @@ class RosEnv(RobotEnv):
             io.wait_task(io.joints.stamp, timeout=self._wait_budget)  # the same sim instant
         t = now()
         with io.lock:
-            joints, task = io.joints, io.task
+            joints, gripper, task = io.joints, io.gripper, io.task
             images = {name: io.images[name] for name in io.images}
-        q = joints.value
-        self._q = q[: self.n]
+        self._q = joints.value
         self.kin.set_joints(self._q)
         parts = [self._q]
         if self.cfg.gripper:
             g = self.cfg.gripper
-            parts.append([(q[self.n] - g.closed) / (g.open - g.closed)])
+            parts.append([(gripper.value - g.closed) / (g.open - g.closed)])
         parts.append(self.kin.ee_pose())
         obs = {"state": np.concatenate(parts).astype(np.float32)}
         ages = {"joint_states": t - joints.stamp}
+        if "gripper_state" in self.timeouts:
+            ages["gripper_state"] = t - gripper.stamp
         if self.robot.environment_state_names:
             obs["environment_state"] = np.asarray(task.value[1][:-2], np.float32)
             ages["environment_state"] = t - task.stamp

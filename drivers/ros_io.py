@@ -1,5 +1,9 @@
 """The ROS 2 side of `RosEnv`: subscriptions that keep the freshest message of each stream,
-publishers for the arm and gripper commands, and the sim's reset service.
+the command link (`command_link.CommandLink`: the arm's and gripper's publishers), and the
+sim's reset service.
+
+Joint states are matched by name: our joints may come in any order, among joints that are not
+ours, and a gripper on a driver of its own comes on that driver's topic.
 
 Callbacks run on the node's spin thread and only store (stamp, arrival time, payload) under a
 lock; `RosEnv` reads snapshots. A condition variable wakes a waiting `step` the moment a joint
@@ -14,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robotrl.drivers.command_link import CommandLink
 from robotrl.drivers.config import RobotConfig
-from robotrl.drivers.ros import RosNode, from_stamp, now, to_stamp
+from robotrl.drivers.ros import RosNode, from_stamp, now
 from robotrl.errors import RobotrlError
 
 
@@ -42,58 +47,72 @@ def image_array(msg) -> np.ndarray:
 
 class RosIO:
     def __init__(self, cfg: RobotConfig, cameras, node_name: str = "robotrl_env"):
-        from rclpy.qos import QoSProfile, qos_profile_sensor_data
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
-        from std_msgs.msg import Float64MultiArray
-        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
         self.cfg = cfg
         self.ros = RosNode(node_name)
-        node = self.ros.node
-        self._msgs = (Float64MultiArray, JointTrajectory, JointTrajectoryPoint)
         self.lock = threading.Lock()
         self.joint_arrived = threading.Condition(self.lock)
-        self.joints: Sample | None = None
+        self.joints: Sample | None = None  # the arm's joints, in config order
+        self.gripper: Sample | None = None  # the gripper joint's position
         self.task: Sample | None = None
         self.images: dict[str, Sample | None] = {c.name: None for c in cameras}
-        self._names: list[str] = []  # joint names of the last message, and where ours are
-        self._index: dict[str, int] = {}
-        wanted = [*cfg.joint_names, *([cfg.gripper.joint] if cfg.gripper else [])]
-        self._wanted = wanted
+        # What each joint-state topic carried, for errors that name what is missing:
+        # topic -> [every joint name seen on it, messages seen]
+        self.seen: dict[str, list] = {}
+        g = cfg.gripper
+        own = g is not None and g.own_driver
+        self.joint_topics = {  # topic -> [(wanted joints, store as)]
+            cfg.state_topic: [([*cfg.joint_names, *([g.joint] if g and not own else [])], "arm")]
+        }
+        if own:
+            self.joint_topics.setdefault(g.state_topic, []).append(([g.joint], "gripper"))
+        self._order: dict[tuple, dict[str, list[int]]] = {}  # names -> where ours are
 
         # Best effort subscribers match publishers of either reliability; depth 1: freshest.
         sensor = qos_profile_sensor_data
         ros = self.ros
-        ros.subscribe_fast(JointState, cfg.state_topic, self._on_joints, sensor)
+        for topic in self.joint_topics:
+            ros.subscribe_fast(JointState, topic, lambda m, t=topic: self._on_joints(t, m), sensor)
         for cam in cameras:
             ros.subscribe_fast(
                 Image, cam.image_topic, lambda m, n=cam.name: self._on_image(n, m), sensor
             )
         if cfg.sim:
             ros.subscribe_fast(JointState, cfg.sim.task_state_topic, self._on_task, sensor)
-        reliable = QoSProfile(depth=1)
-        command_type = JointTrajectory if cfg.control_mode == "trajectory" else Float64MultiArray
-        self.pub_command = node.create_publisher(command_type, cfg.command_topic, reliable)
-        self.pub_trajectory = node.create_publisher(JointTrajectory, cfg.trajectory_topic, reliable)
-        self.pub_gripper = (
-            node.create_publisher(Float64MultiArray, cfg.gripper.topic, reliable)
-            if cfg.gripper
-            else None
-        )
+        self.link = CommandLink(cfg, node_name + "_cmd")
         self.ros.start()
 
     # ---- callbacks ----------------------------------------------------------------------
-    def _on_joints(self, msg) -> None:
+    def _on_joints(self, topic: str, msg) -> None:
         received = now()
-        names = msg.name
-        if names != self._names:
-            if any(j not in names for j in self._wanted):
-                return  # another publisher's partial state: not ours
-            self._names = list(names)
-            self._index = {j: self._names.index(j) for j in self._wanted}
-        pos = np.fromiter((msg.position[self._index[j]] for j in self._wanted), float)
+        names = tuple(msg.name)
+        order = self._order.get((topic, names))
+        if order is None:  # a new layout: where our joints are (joint order is by name)
+            index = {j: i for i, j in enumerate(names)}
+            order = {
+                kind: [index[j] for j in wanted]
+                for wanted, kind in self.joint_topics[topic]
+                if all(j in index for j in wanted)
+            }
+            if len(self._order) < 64:  # a publisher that renames every message is not cached
+                self._order[topic, names] = order
+            self.seen.setdefault(topic, [set(), 0])[0].update(names)
+        self.seen.setdefault(topic, [set(names), 0])[1] += 1
+        if not order or len(msg.position) != len(names):
+            return  # another publisher's partial state, not ours at all, or malformed
+        stamp, position = from_stamp(msg.header.stamp), msg.position
         with self.joint_arrived:
-            self.joints = Sample(from_stamp(msg.header.stamp), received, pos)
+            for kind, where in order.items():
+                pos = np.fromiter((position[i] for i in where), float, len(where))
+                if kind == "arm":
+                    n = len(self.cfg.joint_names)
+                    self.joints = Sample(stamp, received, pos[:n])
+                    if len(pos) > n:
+                        self.gripper = Sample(stamp, received, float(pos[n]))
+                else:
+                    self.gripper = Sample(stamp, received, float(pos[0]))
             self.joint_arrived.notify_all()
 
     def _on_image(self, name: str, msg) -> None:
@@ -131,48 +150,51 @@ class RosIO:
                     return
                 self.joint_arrived.wait(left)
 
-    def wait_for(self, what: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if what == "joints" and self.joints is not None:
-                    return True
-                if what == "task" and self.task is not None:
-                    return True
-                if what.startswith("images.") and self.images[what[7:]] is not None:
-                    return True
-            time.sleep(0.005)
-        return False
+    def have(self, stream: str) -> bool:
+        """Whether a first sample of `stream` (joint_states, gripper_state, environment_state,
+        images.<camera>) has arrived."""
+        with self.lock:
+            if stream.startswith("images."):
+                return self.images[stream[7:]] is not None
+            sample = {
+                "joint_states": self.joints,
+                "gripper_state": self.gripper,
+                "environment_state": self.task,
+            }[stream]
+            return sample is not None
+
+    def graph(self, msg_type: str) -> list[str]:
+        """Topics of the ROS graph carrying `msg_type` (e.g. `sensor_msgs/msg/JointState`)
+        that someone publishes, for errors that say what is there instead."""
+        node = self.ros.node
+        return sorted(
+            name
+            for name, types in node.get_topic_names_and_types()
+            if msg_type in types and node.count_publishers(name) > 0
+        )
+
+    def subscribed(self, msg_types: tuple[str, ...]) -> list[str]:
+        """Topics of these types that someone subscribes to (not counting ourselves)."""
+        node = self.ros.node
+        ours = {self.ros.node.get_name(), self.ros.node.get_name() + "_fast", self.link.node_name}
+        found = []
+        for name, types in node.get_topic_names_and_types():
+            if not set(types) & set(msg_types):
+                continue
+            subs = node.get_subscriptions_info_by_topic(name)
+            if any(info.node_name not in ours for info in subs):
+                found.append(name)
+        return sorted(found)
 
     # ---- commands -----------------------------------------------------------------------
     def send_positions(self, q: np.ndarray, time_from_start: float) -> None:
-        Float64MultiArray, JointTrajectory, JointTrajectoryPoint = self._msgs
-        if self.cfg.control_mode == "trajectory":
-            self.pub_command.publish(self._trajectory([time_from_start], q[None]))
-        else:
-            msg = Float64MultiArray()
-            msg.data = q.tolist()
-            self.pub_command.publish(msg)
+        self.link.send_positions(q, time_from_start)
 
     def send_trajectory(self, times: np.ndarray, points: np.ndarray) -> None:
-        self.pub_trajectory.publish(self._trajectory(times, points))
-
-    def _trajectory(self, times, points):
-        _, JointTrajectory, JointTrajectoryPoint = self._msgs
-        msg = JointTrajectory()  # stamp 0: start now
-        msg.joint_names = list(self.cfg.joint_names)
-        for t, q in zip(times, points):
-            point = JointTrajectoryPoint()
-            point.positions = [float(x) for x in q]
-            to_stamp(float(t), point.time_from_start)
-            msg.points.append(point)
-        return msg
+        self.link.send_trajectory(times, points)
 
     def send_gripper(self, position: float) -> None:
-        if self.pub_gripper is not None:
-            msg = self._msgs[0]()
-            msg.data = [float(position)]
-            self.pub_gripper.publish(msg)
+        self.link.send_gripper(position)
 
     def call_reset(self, seed: int | None, timeout: float = 10.0) -> None:
         """The sim's reset service (after setting its `seed` parameter when one is given)."""
@@ -206,4 +228,5 @@ class RosIO:
             self.ros.node.destroy_client(client)
 
     def close(self) -> None:
+        self.link.close()
         self.ros.close()

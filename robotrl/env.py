@@ -34,7 +34,9 @@ def action_mode_of(names) -> str | None:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """What one action vector means. Gripper is the last entry: 0 open, 1 closed."""
+    """What one action vector means. A gripper, when the robot has one this env commands, is
+    the last entry, named `gripper`: 0 open, 1 closed. An arm without one (none fitted, or one
+    on a driver this env does not drive) has only its arm entries."""
 
     mode: str
     names: tuple[str, ...]
@@ -45,6 +47,15 @@ class ActionSpec:
     @property
     def dim(self) -> int:
         return len(self.names)
+
+    @property
+    def has_gripper(self) -> bool:
+        return bool(self.names) and self.names[-1] == "gripper"
+
+    @property
+    def arm_dim(self) -> int:
+        """How many entries command the arm (all but the gripper's)."""
+        return self.dim - self.has_gripper
 
     def space(self) -> gym.spaces.Box:
         return gym.spaces.Box(np.array(self.low, np.float32), np.array(self.high, np.float32))
@@ -72,6 +83,11 @@ class RobotSpec:
     @property
     def ctrl_dt(self) -> float:
         return 1.0 / self.control_hz
+
+    @property
+    def has_gripper(self) -> bool:
+        """Whether the action commands a gripper (the state then has `gripper.opening`)."""
+        return self.action.has_gripper
 
 
 def observation_space(robot: RobotSpec) -> gym.spaces.Dict:

@@ -126,17 +126,19 @@ def test_killed_node_is_held_and_reported_then_reconnects(sim_node):
             assert reported < 3 * period + 0.05, f"{stream} reported after {reported:.3f} s"
             assert info["held"]
 
-        # Restart both: the env sees fresh data again and commands flow.
+        # Restart both: the env sees fresh data again and, once the new robot node has
+        # acknowledged a hold command, commands flow; the step that resumes reports the gap.
         sim_node(task="Reach")
         sim_node(task="Reach", cameras="front", remaps=private, name="camera_stand_in")
         deadline = time.monotonic() + CONNECT
         while time.monotonic() < deadline:
             _, _, _, _, info = env.step(zero)
-            if not info["stale"]:
+            if not info["held"]:
                 break
-        assert not info["stale"], f"never reconnected: {info['stale']}"
+        assert not info["stale"] and not info["held"], f"never reconnected: {info['waiting_for']}"
+        assert info["command_gap"]["withheld"] >= 20
         _, _, _, _, info = env.step(zero)
-        assert not info["held"]
+        assert not info["held"] and "command_gap" not in info
     finally:
         env.close()
 
