@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from robotrl.errors import RobotrlError
-from robotrl.policies.runs import LoopConfig, ema_update, fit
+from robotrl.policies.runs import LoopConfig, check_loop_config, ema_update, fit
 
 
 @dataclass
@@ -55,6 +55,13 @@ class DistillConfig(LoopConfig):
     sample_weight: float = field(
         default=1.0,
         metadata={"help": "weight of pulling the 1-step chunk to the teacher's own sample"},
+    )
+    freeze_encoder: bool = field(
+        default=True,
+        metadata={
+            "help": "camera teachers: keep the teacher's image encoder in the student as it "
+            "is and encode each batch once for teacher, target and student"
+        },
     )
 
 
@@ -92,6 +99,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
     windows = WindowDataset(
         dataset, config.n_obs, config.horizon, config.obs_keys, config.image_keys
     )
+    if config.image_keys:  # every frame decoded once, up front
+        dataset.preload_videos()
 
     student = ConsistencyPolicy.from_teacher(
         teacher,
@@ -101,6 +110,9 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
         skip_scale=cfg.skip_scale,
     )
     student.config.meta = {**config.meta, "teacher": str(cfg.teacher)}
+    frozen = cfg.freeze_encoder and student.image_encoder is not None
+    if frozen:  # teacher, student and target then share one encoder: one pass per batch
+        student.image_encoder.requires_grad_(False)
     target = copy.deepcopy(student).requires_grad_(False)
     sigmas = student.grid_sigmas
     levels = len(sigmas)
@@ -133,24 +145,27 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
         level = torch.randint(1, levels, (len(x0),), generator=generator)
         z = torch.randn(x0.shape, generator=generator)
         x_hi = x0 + sigmas[level].view(-1, 1, 1) * z
-        with torch.no_grad():
-            x_lo, lower = teacher_descent(x_hi, level, teacher.condition(batch))
-            goal = target.consistency(x_lo, lower, target.condition(batch))
-        predicted = student.consistency(x_hi, level, student.condition(batch))
+        with torch.no_grad():  # the student's encoder: its train-time crops, once
+            features = student.image_encoder(batch) if frozen else None
+            x_lo, lower = teacher_descent(x_hi, level, teacher.condition(batch, features))
+            goal = target.consistency(x_lo, lower, target.condition(batch, features))
+        predicted = student.consistency(x_hi, level, student.condition(batch, features))
         diff = predicted - goal
         if "action_is_pad" in batch:  # padded steps past the episode end teach nothing
             diff = diff * (~batch["action_is_pad"])[..., None]
         loss = pseudo_huber(diff).mean()
         if cfg.dsm_weight:
-            loss = loss + cfg.dsm_weight * student.loss(batch, generator)
+            loss = loss + cfg.dsm_weight * student.loss(batch, generator, features)
         if cfg.sample_weight:
             z = torch.randn(batch["action"].shape, generator=generator)
-            loss = loss + cfg.sample_weight * sample_distance(student, teacher, batch, z)
+            distance = sample_distance(student, teacher, batch, z, features)
+            loss = loss + cfg.sample_weight * distance
         return loss
 
     def after_step(step: int) -> None:
         ema_update(target, student, cfg.target_decay)
 
+    check_loop_config(cfg)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     (run / "distill_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -165,12 +180,13 @@ def pseudo_huber(diff: torch.Tensor) -> torch.Tensor:
     return (diff.flatten(1).pow(2).sum(1) + c**2).sqrt() - c
 
 
-def sample_distance(student, teacher, batch: dict, z: torch.Tensor) -> torch.Tensor:
+def sample_distance(student, teacher, batch: dict, z: torch.Tensor, features=None) -> torch.Tensor:
     """How far the student's 1-step chunk from sigma_max * z lies from the teacher's full
     sampler (DDIM from its first timestep) run on the same z, averaged over the batch: the
     top of the grid learns where the teacher's whole trajectory ends, not where its ODE ends
-    when started at sigma_max."""
-    goal = teacher.sample(teacher.condition(batch), z)
+    when started at sigma_max. `features`: the batch's image features, shared by both."""
+    goal = teacher.sample(teacher.condition(batch, features), z)
     top = torch.full((len(z),), len(student.grid_sigmas) - 1)
-    chunk = student.consistency(student.grid_sigmas[-1] * z, top, student.condition(batch))
+    cond = student.condition(batch, features)
+    chunk = student.consistency(student.grid_sigmas[-1] * z, top, cond)
     return pseudo_huber(chunk - goal).mean()

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ def fit(
             print(planner.summary, flush=True)
         bar.update(1)
         checkpoint = step % cfg.save_every == 0 or step == cfg.steps
+        if checkpoint:  # saved before anything that can fail after it (evaluation, plots)
+            save_policy(ema, run / "policy", {"step": step})
+            save_state(run / "state", step, state_modules, optimizer, schedule, rng, noise)
         if step % 50 == 0 or checkpoint:
             record = {
                 "step": step,
@@ -135,12 +139,14 @@ def fit(
             losses = []
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps) and task:
                 record["success"] = success_rate(ema, task, robot, cfg.eval_episodes)
-            bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "success") if k in record})
+                if record["success"] is None:
+                    task = None  # not a task here: no later evaluation either
+            bar.set_postfix(
+                {k: f"{record[k]:.4g}" for k in ("loss", "success") if record.get(k) is not None}
+            )
             with open(run / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
         if checkpoint:
-            save_policy(ema, run / "policy", {"step": step})
-            save_state(run / "state", step, state_modules, optimizer, schedule, rng, noise)
             plot_curves(run)
     bar.close()
     return ema
@@ -158,7 +164,7 @@ class BudgetPlanner:
     def __init__(self, run: Path, cfg: LoopConfig, step: int, clock: float):
         self.path, self.cfg, self.clock = run / "plan.json", cfg, clock
         self.summary, self.probe_started = "", None
-        check_budget(cfg)
+        check_loop_config(cfg)
         if not cfg.minutes:
             return
         plan = json.loads(self.path.read_text()) if self.path.is_file() else None
@@ -202,9 +208,23 @@ class BudgetPlanner:
         return True
 
 
-def check_budget(cfg: LoopConfig) -> None:
-    if cfg.minutes < 0:
-        raise RobotrlError(f"--minutes must be >= 0, got {cfg.minutes}")
+def check_loop_config(cfg: LoopConfig) -> None:
+    """Refuse numbers no run can use, before anything is written."""
+    problems = [
+        (cfg.steps < 1 and not cfg.minutes, f"--steps must be >= 1, got {cfg.steps}"),
+        (cfg.batch_size < 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (not cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
+        (cfg.warmup < 0, f"--warmup must be >= 0, got {cfg.warmup}"),
+        (not 0 <= cfg.ema_decay < 1, f"--ema-decay must be in [0, 1), got {cfg.ema_decay}"),
+        (cfg.save_every < 1, f"--save-every must be >= 1, got {cfg.save_every}"),
+        (cfg.eval_every < 0, f"--eval-every must be >= 0, got {cfg.eval_every}"),
+        (cfg.eval_episodes < 1, f"--eval-episodes must be >= 1, got {cfg.eval_episodes}"),
+        (cfg.threads < 0, f"--threads must be >= 0, got {cfg.threads}"),
+        (cfg.minutes < 0, f"--minutes must be >= 0, got {cfg.minutes}"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise RobotrlError(message)
 
 
 def cosine(step: int, cfg: LoopConfig) -> float:
@@ -220,11 +240,17 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1 - decay)
 
 
-def success_rate(policy, task: str, robot: str | None, episodes: int) -> float:
+def success_rate(policy, task: str, robot: str | None, episodes: int) -> float | None:
+    """The EMA policy's success on `task`; None (with one line on stderr) when it cannot be
+    evaluated here, e.g. a dataset from another tool names its task in plain words."""
     from robotrl.policies.evaluate import evaluate
 
     policy.eval()
-    result = evaluate(policy, task, robot=robot or "panda", episodes=episodes, progress=False)
+    try:
+        result = evaluate(policy, task, robot=robot or "panda", episodes=episodes, progress=False)
+    except RobotrlError as e:
+        print(f"not evaluated (the checkpoint is saved): {e}", file=sys.stderr, flush=True)
+        return None
     return result["success_rate"]
 
 

@@ -21,7 +21,7 @@ import torch
 
 from robotrl.env import action_mode_of
 from robotrl.errors import RobotrlError
-from robotrl.policies.runs import LoopConfig, check_budget, fit
+from robotrl.policies.runs import LoopConfig, check_loop_config, fit
 
 OBS_KEYS = ("observation.state", "observation.environment_state")
 # options that fix what a run directory holds: resuming with others would load mismatched weights
@@ -171,7 +171,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         mirror = augment.reflect_batch if cfg.mirror else None
         model.action_norm = MinMaxNormalizer(*model.frame.fit_stats(windows, mirror=mirror))
     draw_weights = _focus(cfg, dataset)  # checked before the run directory is made
-    check_budget(cfg)
+    check_loop_config(cfg)
     run = Path(cfg.out)
     _check_same_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
