@@ -2,6 +2,9 @@
 
 from robotrl.env import ActionSpec, CameraSpec, RobotEnv, RobotSpec
 from robotrl.errors import RobotrlError
+from robotrl.task_ids import register as _register_tasks
+
+_register_tasks()  # gymnasium.make("robotrl/Lift-v0") works after `import robotrl` alone
 
 __version__ = "0.1.0"
 __all__ = ["ActionSpec", "CameraSpec", "RobotEnv", "RobotSpec", "RobotrlError", "make"]

@@ -1,28 +1,20 @@
 """Tasks: scene, reset distribution, reward, success and scripted expert for each.
 
-Registered with gymnasium as `robotrl/<Name>-v0` on import. `make()` returns the bare env (so
-`env.robot` is at hand); `gymnasium.make("robotrl/Lift-v0")` works too.
+Registered with gymnasium as `robotrl/<Name>-v0` by `import robotrl` (`robotrl.task_ids`, no
+MuJoCo imported until a task is made). `make()` returns the bare env (so `env.robot` is at
+hand); `gymnasium.make("robotrl/Lift-v0")` works too.
 """
 
 from __future__ import annotations
 
 import importlib
 
-import gymnasium as gym
-
 import robotrl.sim  # noqa: F401  (sets MUJOCO_GL before any task module imports mujoco)
 from robotrl.errors import UnknownNameError
+from robotrl.task_ids import TASK_ENTRY_POINTS, register
 
-TASKS = {
-    "Reach": "robotrl.tasks.reach:ReachEnv",
-    "PushT": "robotrl.tasks.push_t:PushTEnv",
-    "Lift": "robotrl.tasks.lift:LiftEnv",
-    "PegInsert": "robotrl.tasks.peg_insert:PegInsertEnv",
-}
-
-for _name, _entry in TASKS.items():
-    if f"robotrl/{_name}-v0" not in gym.registry:
-        gym.register(id=f"robotrl/{_name}-v0", entry_point=_entry)
+TASKS = TASK_ENTRY_POINTS
+register()  # `import robotrl` has done it already; this keeps the module whole on its own
 
 
 def task_name(name: str) -> str:
