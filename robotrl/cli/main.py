@@ -110,6 +110,12 @@ def cmd_dataset(args) -> int:
         info = summary(dataset)
         print(json.dumps(info, indent=2) if args.json else format_summary(info))
         return 0
+    if args.rerun or args.save:
+        from robotrl.viz import view_dataset
+
+        view_dataset(dataset, _episode_list(args.episode), args.save)
+        print(f"wrote {args.save}" if args.save else "sent to the rerun viewer")
+        return 0
     from robotrl.data.view import view_episode
 
     for episode in _episode_list(args.episode):
@@ -245,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root")
     p.add_argument("--episode", default="0", help="episode index, or several: 0,3,7")
     p.add_argument("--out", default="out/view")
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="instead of PNG/MP4: cameras, state and action on one timeline in the rerun "
+        "viewer (needs robotrl[viz])",
+    )
+    p.add_argument("--save", default=None, help="write the rerun recording to this .rrd file")
     p.set_defaults(func=cmd_dataset)
     p = data_sub.add_parser("merge", help="concatenate datasets into a new one")
     p.add_argument("sources", nargs="+")

@@ -87,6 +87,16 @@ class DeployConfig:
         },
     )
     status: bool = field(default=True, metadata={"help": "live status line on stderr"})
+    rerun: bool = field(
+        default=False,
+        metadata={
+            "help": "show the run in the rerun viewer: cameras (sim: rendered for it), command "
+            "vs measured joints, chunk arrivals, safety interventions, lateness (robotrl[viz])"
+        },
+    )
+    save: str | None = field(
+        default=None, metadata={"help": "write the rerun recording to this .rrd file (headless)"}
+    )
     json: bool = field(default=False, metadata={"help": "print a JSON summary"})
 
 
@@ -120,6 +130,9 @@ def deploy(cfg: DeployConfig) -> dict:
             f"--hz {hz:g} would replay them at the wrong speed"
         )
     options = env_options(policy)
+    viewing = cfg.rerun or cfg.save is not None
+    if viewing and kind == "sim":
+        options["obs_mode"] = "state+pixels"  # the cameras to watch, whatever the policy sees
     if kind == "sim":
         robot = cfg.robot or meta.get("robot", "panda")
         env = make_env(spec, robot=robot, control_hz=hz, **options)
@@ -128,6 +141,12 @@ def deploy(cfg: DeployConfig) -> dict:
             spec, control_hz=hz, task=meta.get("task"), action_mode=options["action_mode"]
         )
     check_compatible(policy, env)
+    viewer = None
+    if viewing:  # before the inference worker starts: a wrong --save ends here, in one line
+        from robotrl.viz import DeployViewer
+
+        viewer = DeployViewer(env.unwrapped.robot, cfg.save)
+        env = viewer.wrap(env)  # inside the safety layer: it sees what the arm is sent
     torch.set_num_threads(max(1, cfg.threads))
     loop_config = LoopConfig(
         strategy=cfg.strategy,
@@ -148,13 +167,14 @@ def deploy(cfg: DeployConfig) -> dict:
     else:
         worker = InferenceWorker(policy_inference(policy, cfg.seed), delay_s=cfg.inference_delay)
     status = StatusLine(cfg.episodes) if cfg.status else None
+    watchers = [w for w in (status, viewer) if w is not None]
     loop = ControlLoop(
         env,
         policy,
         loop_config,
         worker=worker,
         telemetry=Telemetry(cfg.telemetry),
-        on_tick=status,
+        on_tick=_every(watchers),
         clock=clock,
     )
     try:
@@ -162,6 +182,8 @@ def deploy(cfg: DeployConfig) -> dict:
     finally:
         if status:
             status.end()
+        if viewer:
+            viewer.close(loop.episodes)
         loop.close()
         env.close()
     summary = {
@@ -181,12 +203,25 @@ def deploy(cfg: DeployConfig) -> dict:
         "telemetry": loop.telemetry.summary(),
         "telemetry_file": cfg.telemetry,
         "plot": None,
+        "rerun": cfg.save if cfg.save is not None else ("the rerun viewer" if cfg.rerun else None),
     }
     if cfg.plot:
         summary["plot"] = str(
             plot_telemetry(loop.telemetry.records, cfg.plot, title=_title(summary))
         )
     return summary
+
+
+def _every(watchers: list):
+    """One `on_tick` callback that calls each of `watchers` (None when there are none)."""
+    if not watchers:
+        return None
+
+    def on_tick(record: TickRecord, loop: ControlLoop) -> None:
+        for watcher in watchers:
+            watcher(record, loop)
+
+    return on_tick
 
 
 def _title(summary: dict) -> str:
@@ -211,6 +246,8 @@ def format_deploy(summary: dict) -> str:
         lines.append(f"telemetry: {summary['telemetry_file']}")
     if summary["plot"]:
         lines.append(f"plot: {summary['plot']}")
+    if summary["rerun"]:
+        lines.append(f"rerun recording: {summary['rerun']}")
     return "\n".join(lines)
 
 
