@@ -257,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of PNG/MP4: cameras, state and action on one timeline in the rerun "
         "viewer (needs robotrl[viz])",
     )
-    p.add_argument("--save", default=None, help="write the rerun recording to this .rrd file")
+    p.add_argument(
+        "--save",
+        default=None,
+        help="write the rerun recording to this .rrd file instead of opening a viewer "
+        "(implies --rerun)",
+    )
     p.set_defaults(func=cmd_dataset)
     p = data_sub.add_parser("merge", help="concatenate datasets into a new one")
     p.add_argument("sources", nargs="+")

@@ -95,7 +95,11 @@ class DeployConfig:
         },
     )
     save: str | None = field(
-        default=None, metadata={"help": "write the rerun recording to this .rrd file (headless)"}
+        default=None,
+        metadata={
+            "help": "write the rerun recording to this .rrd file instead of opening a viewer "
+            "(headless; implies --rerun)"
+        },
     )
     json: bool = field(default=False, metadata={"help": "print a JSON summary"})
 
