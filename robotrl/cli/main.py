@@ -118,7 +118,10 @@ def cmd_dataset(args) -> int:
         return 0
     from robotrl.data.view import view_episode
 
-    for episode in _episode_list(args.episode):
+    episodes = _episode_list(args.episode)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise RobotrlError(f"--out {args.out} is a file: it names a directory for plots and video")
+    for episode in episodes:
         for path in view_episode(dataset, episode, args.out):
             print(f"wrote {path}")
     return 0
@@ -126,14 +129,19 @@ def cmd_dataset(args) -> int:
 
 def _episode_list(text: str) -> set[int]:
     try:
-        return {int(x) for x in text.split(",") if x.strip()}
+        episodes = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
         raise RobotrlError(f"episodes must be comma-separated integers, got '{text}'") from None
+    if not episodes:
+        raise RobotrlError("no episode given: name one or more, e.g. 0 or 0,3,7")
+    return episodes
 
 
 def cmd_bench_data(args) -> int:
     from robotrl.data.bench import bench_loader, format_table
 
+    if args.batch_size < 1:
+        raise RobotrlError(f"--batch-size must be at least 1, got {args.batch_size}")
     rows = [r for root in args.roots for r in bench_loader(root, batch_size=args.batch_size)]
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
@@ -158,6 +166,10 @@ def cmd_distill(args) -> int:
 def cmd_bench_policy(args) -> int:
     from robotrl.policies.bench import bench_policy, format_table
 
+    if args.repeats < 1:
+        raise RobotrlError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.threads < 0:
+        raise RobotrlError(f"--threads must be 0 (all cores) or more, got {args.threads}")
     rows = bench_policy(args.policy, args.repeats, args.threads)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
@@ -212,8 +224,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (the usage is one `--help` away); its
+    subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robotrl", description=__doc__)
+    parser = Parser(prog="robotrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tasks", help="list the tasks")
@@ -360,9 +380,22 @@ def main(argv: list[str] | None = None) -> int:
     except RobotrlError as e:
         print(f"robotrl: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave: missing, a file, a directory, read-only
+        print(f"robotrl: error: {os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("robotrl: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error(e: OSError) -> str:
+    """An `OSError` as one line: what went wrong and the path(s)."""
+    text = e.strerror or str(e).splitlines()[0]
+    if e.filename is not None:
+        text += f": {e.filename}"
+    if e.filename2 is not None:
+        text += f" -> {e.filename2}"
+    return text
 
 
 if __name__ == "__main__":
