@@ -32,6 +32,10 @@ def cmd_launch(args) -> int:
 def cmd_bench_ros(args) -> int:
     from robotrl.drivers.bench import bench_ros, format_result
 
+    if args.ticks < 1:
+        raise RobotrlError(f"--ticks must be at least 1, got {args.ticks}")
+    if not 0 < args.hz <= 1000:
+        raise RobotrlError(f"--hz must be in (0, 1000] Hz, got {args.hz}")
     if args.ticks < 3000:
         print("robotrl: note: the acceptance figure is over at least 3000 ticks")
     result = bench_ros(

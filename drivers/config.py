@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from robotrl.env import ACTION_MODES
 from robotrl.errors import RobotrlError, UnknownNameError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -126,6 +127,10 @@ def load_config(name_or_path: str) -> RobotConfig:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise RobotrlError(f"no robot config at {path}") from None
+    except UnicodeDecodeError:
+        raise RobotrlError(f"{path} is not a text (YAML) file") from None
+    except OSError as e:
+        raise RobotrlError(f"cannot read the robot config {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise RobotrlError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -150,7 +155,12 @@ def parse_config(raw: dict, where: str = "config") -> RobotConfig:
     joints = raw.pop("joints", None)
     if not isinstance(joints, dict) or "names" not in joints:
         raise RobotrlError(f"{where}: needs joints: {{names, lower, upper, max_velocity}}")
-    names = tuple(joints["names"])
+    names = joints["names"]
+    if not isinstance(names, list) or not names or not all(isinstance(j, str) for j in names):
+        raise RobotrlError(f"{where}: joints.names must be a list of joint names")
+    if len(set(names)) != len(names):
+        raise RobotrlError(f"{where}: joints.names names a joint twice")
+    names = tuple(names)
     n = len(names)
 
     def per_joint(key: str, default=None) -> tuple[float, ...]:
@@ -177,6 +187,8 @@ def parse_config(raw: dict, where: str = "config") -> RobotConfig:
     cfg["gripper"] = _section(GripperConfig, raw.pop("gripper", None), f"{where}: gripper")
     cfg["sim"] = _section(SimConfig, raw.pop("sim", None), f"{where}: sim")
     cams = raw.pop("cameras", None) or []
+    if not isinstance(cams, list):
+        raise RobotrlError(f"{where}: cameras must be a list of camera mappings")
     cfg["cameras"] = tuple(_section(CameraConfig, c, f"{where}: cameras") for c in cams)
     known = {f.name for f in fields(RobotConfig)} - set(cfg)
     unknown = sorted(set(raw) - known)
@@ -190,7 +202,60 @@ def parse_config(raw: dict, where: str = "config") -> RobotConfig:
         raise RobotrlError(f"{where}: control_mode must be one of {', '.join(CONTROL_MODES)}")
     if any(lo > hi for lo, hi in zip(config.joint_lower, config.joint_upper)):
         raise RobotrlError(f"{where}: a joint has lower > upper")
+    _check(config, where)
     return config
+
+
+# Fields that must be positive (rates, speeds, times, counts), by section.
+_POSITIVE = {
+    RobotConfig: ("state_rate", "control_hz", "max_episode_steps", "reset_velocity")
+    + ("reset_tolerance", "reset_timeout"),
+    GripperConfig: ("state_rate",),
+    CameraConfig: ("height", "width", "rate"),
+    SimConfig: (),
+}
+
+
+def _check(config: RobotConfig, where: str) -> None:
+    """Every scalar field of the type it is declared with, and in range: one line if not."""
+    sections = [(config, where)]
+    if config.gripper is not None:
+        sections.append((config.gripper, f"{where}: gripper"))
+    if config.sim is not None:
+        sections.append((config.sim, f"{where}: sim"))
+    sections += [(cam, f"{where}: cameras") for cam in config.cameras]
+    for section, at in sections:
+        for f in fields(section):
+            value = getattr(section, f.name)
+            kind = {"str": str, "float": float, "int": int}.get(str(f.type))
+            if kind is None:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = isinstance(value, str) if kind is str else number and math.isfinite(value)
+            if kind is int:
+                ok = ok and isinstance(value, int)
+            if not ok:
+                a = {str: "a string", float: "a number", int: "a whole number"}[kind]
+                raise RobotrlError(f"{at}: {f.name} must be {a}, got {value!r}")
+            if f.name in _POSITIVE[type(section)] and value <= 0:
+                raise RobotrlError(f"{at}: {f.name} must be positive, got {value}")
+    if any(v <= 0 for v in config.max_joint_velocity):
+        raise RobotrlError(f"{where}: joints.max_velocity must be positive")
+    outside = [
+        j
+        for j, lo, h, hi in zip(
+            config.joint_names, config.joint_lower, config.home, config.joint_upper
+        )
+        if not lo <= h <= hi
+    ]
+    if outside:
+        raise RobotrlError(f"{where}: joints.home is outside the limits for {', '.join(outside)}")
+    if config.action_mode not in ACTION_MODES:
+        raise RobotrlError(f"{where}: action_mode must be one of {', '.join(ACTION_MODES)}")
+    if config.gripper is not None and config.gripper.open == config.gripper.closed:
+        raise RobotrlError(f"{where}: gripper open and closed are the same position")
+    if len({c.name for c in config.cameras}) != len(config.cameras):
+        raise RobotrlError(f"{where}: two cameras have one name")
 
 
 def eval_angle(value, where: str) -> float:

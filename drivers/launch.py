@@ -55,6 +55,10 @@ def parse_launch(path: str | Path, overrides: dict[str, str] | None = None) -> l
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise RobotrlError(f"no launch file at {path}") from None
+    except IsADirectoryError:
+        raise RobotrlError(f"{path} is a directory, not a launch file") from None
+    except UnicodeDecodeError:
+        raise RobotrlError(f"{path} is not a text (YAML) file") from None
     except yaml.YAMLError as e:
         raise RobotrlError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("launch"), list):

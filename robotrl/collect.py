@@ -76,6 +76,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
     if cfg.action_noise < 0:
         raise RobotrlError(f"--action-noise must be >= 0, got {cfg.action_noise}")
+    if cfg.max_seconds is not None and not cfg.max_seconds > 0:
+        raise RobotrlError(f"--max-seconds must be positive, got {cfg.max_seconds}")
     device_cls = _teleop_class(cfg.teleop) if cfg.teleop == "ros" else teleop_class(cfg.teleop)
     human = cfg.teleop != "expert"
     action_mode = device_cls.required_action_mode
@@ -102,16 +104,26 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             action_mode=action_mode,
             **task_options,
         )
-    recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
+    # The device first: one that is missing or wrong must not leave a dataset behind.
+    try:
+        if cfg.teleop == "ros":
+            teleop = device_cls(env.robot)
+        else:
+            teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
+    except BaseException:
+        env.close()
+        raise
+    try:
+        recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
+    except BaseException:
+        teleop.close()
+        env.close()
+        raise
     # Every command passes the safety layer before the recorder, so the dataset holds what
     # the robot was actually sent (with --action-noise: what the device asked for).
     guarded = safe(recorder)
     for message in recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)
-    if cfg.teleop == "ros":
-        teleop = device_cls(env.robot)
-    else:
-        teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
     status = StatusLine(cfg, recorder.writer.num_episodes)
     summary, start = CollectSummary(), time.monotonic()
     seed = cfg.seed

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from robotrl.control import SafeEnv, safe
 from robotrl.errors import RobotrlError
-from robotrl.video import caption
+from robotrl.video import caption, check_output, with_cameras
 
 
 @dataclass
@@ -85,8 +85,11 @@ def make_policy(name: str, env):
 
     if Path(name).exists():
         from robotrl.policies.checkpoint import load_policy
+        from robotrl.policies.evaluate import check_compatible
 
-        return load_policy(name)
+        policy = load_policy(name)
+        check_compatible(policy, env.unwrapped)  # another task's policy fails here, in one line
+        return policy
     raise RobotrlError(f"unknown policy '{name}': use 'expert' or a checkpoint directory")
 
 
@@ -99,6 +102,10 @@ def rollout(
 
     if cfg.episodes < 1:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
+    if cfg.video:
+        if cfg.video_episodes < 1:
+            raise RobotrlError(f"--video-episodes must be at least 1, got {cfg.video_episodes}")
+        check_output(cfg.video)
     if film is None:
         film = cfg.video_episodes if cfg.video else 0
     own_env = env is None
@@ -137,11 +144,10 @@ def rollout(
                 length += 1
                 best = max(best, float(reward))
                 done = terminated or truncated
-                if filming:
+                if filming:  # the scene, and the policy's own cameras beside it
                     text = f"{task_name(cfg.task)} / {cfg.robot} / episode {episode}"
-                    frames.append(
-                        caption(env.render(), text + ("  success" if info["is_success"] else ""))
-                    )
+                    text += "  success" if info["is_success"] else ""
+                    frames.append(caption(with_cameras(env.render(), obs), text))
             successes.append(bool(info["is_success"]))
             lengths.append(length)
             scores.append(best)

@@ -6,11 +6,60 @@ from pathlib import Path
 
 import numpy as np
 
+from robotrl.errors import RobotrlError
+
+
+def check_output(path: str | Path, what: str = "video") -> Path:
+    """Fail now, in one line, if `path` cannot be written (a directory, under a file, on a
+    read-only filesystem) rather than after the work that produces it. Leaves nothing behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise RobotrlError(f"the {what} path {path} is a directory; give a file name")
+    made = []
+    try:
+        for parent in reversed(path.parents):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+        probe = path.with_name(path.name + ".probe")
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        raise RobotrlError(f"cannot write the {what} {path}: {e.strerror}") from None
+    finally:
+        for parent in reversed(made):
+            parent.rmdir()
+    return path
+
+
+def with_cameras(frame: np.ndarray, obs: dict) -> np.ndarray:
+    """`frame` with the observation's camera images (`images.<name>`, what a camera policy
+    sees) stacked to its right, each scaled by a whole factor to at most the frame's height
+    divided by the number of cameras. Returns `frame` unchanged when `obs` has no images."""
+    images = [np.asarray(v) for k, v in sorted(obs.items()) if k.startswith("images.")]
+    if not images:
+        return frame
+    height = frame.shape[0]
+    tiles = []
+    for image in images:
+        factor = max(1, height // (len(images) * image.shape[0]))
+        tiles.append(image.repeat(factor, axis=0).repeat(factor, axis=1))
+    width = max(t.shape[1] for t in tiles)
+    column = np.zeros((height, width, 3), np.uint8)
+    top = 0
+    for tile in tiles:
+        h = min(tile.shape[0], height - top)
+        column[top : top + h, : tile.shape[1]] = tile[:h]
+        top += h
+    return np.concatenate([frame, column], axis=1)
+
 
 def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float) -> Path:
     import imageio.v2 as imageio
 
-    path = Path(path)
+    path = check_output(path)
+    if not frames:
+        raise RobotrlError(f"no frames to write to {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.mp4")
     with imageio.get_writer(

@@ -90,6 +90,10 @@ def bench_sim(
 ) -> list[dict]:
     from tqdm import tqdm
 
+    from robotrl.errors import RobotrlError
+
+    if steps < 1 or pixel_steps < 1:
+        raise RobotrlError(f"steps must be at least 1, got {steps} and {pixel_steps} (pixels)")
     jobs = [(t, "state", steps) for t in tasks] + [(t, "state+pixels", pixel_steps) for t in tasks]
     rows = []
     for task, obs_mode, n in tqdm(

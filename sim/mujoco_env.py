@@ -52,12 +52,19 @@ class MujocoEnv(RobotEnv):
         _check_choice("reward_type", reward_type, REWARD_TYPES)
         if render_mode not in (None, "rgb_array"):
             raise UnknownNameError(f"unknown render_mode '{render_mode}': only rgb_array")
-        control_hz = float(control_hz or self.default_control_hz)
+        control_hz = float(self.default_control_hz if control_hz is None else control_hz)
         if not 1.0 <= control_hz <= 1.0 / sim_dt:
             raise RobotrlError(f"control_hz {control_hz} must be in [1, {1 / sim_dt:.0f}] Hz")
+        for name, size in (("image_size", image_size), ("render_size", render_size)):
+            if len(size) != 2 or not all(
+                isinstance(n, int | np.integer) and 1 <= n <= 4096 for n in size
+            ):
+                raise RobotrlError(f"{name} must be (height, width) in 1..4096 pixels, got {size}")
         self.n_substeps = max(1, round(1.0 / (control_hz * sim_dt)))
         self.obs_mode, self.reward_type, self.render_mode = obs_mode, reward_type, render_mode
         if max_episode_steps is not None:
+            if max_episode_steps < 1:
+                raise RobotrlError(f"max_episode_steps must be at least 1, got {max_episode_steps}")
             self.max_episode_steps = max_episode_steps
 
         self.arm_model = resolve_arm(robot, self.tool)
@@ -86,7 +93,7 @@ class MujocoEnv(RobotEnv):
         objects = [self.model.body(b).id for b in self.object_body_names]
         self.randomizer = Randomizer(self.model, randomization, objects) if randomization else None
         self.randomization = randomization or Randomization()
-        self._renderer = mujoco.Renderer(self.model, *image_size) if self.camera_names else None
+        self._renderer = _renderer(self.model, image_size) if self.camera_names else None
         self._view_renderer = None
         self._render_size = render_size
         self._steps = 0
@@ -142,7 +149,7 @@ class MujocoEnv(RobotEnv):
 
     def render(self):
         if self._view_renderer is None:
-            self._view_renderer = mujoco.Renderer(self.model, *self._render_size)
+            self._view_renderer = _renderer(self.model, self._render_size)
         self._view_renderer.update_scene(self.data, "overview")
         return self._view_renderer.render()
 
@@ -242,3 +249,11 @@ class MujocoEnv(RobotEnv):
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UnknownNameError(f"unknown {what} '{value}': choose {', '.join(choices)}")
+
+
+def _renderer(model, size: tuple[int, int]):
+    """An offscreen renderer, or one line when the model's framebuffer is too small."""
+    try:
+        return mujoco.Renderer(model, *size)
+    except ValueError as e:  # larger than the model's offscreen buffer
+        raise RobotrlError(f"image size {size}: {str(e).splitlines()[0]}") from None

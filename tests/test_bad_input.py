@@ -65,6 +65,8 @@ def _cli(*args):
         (["rollout", "--task", "Lift", "--robot", "/nonexistent/arm.xml"], "robot MJCF not found"),
         (["rollout", "--task", "Lift", "--policy", "ghost"], "unknown policy 'ghost'"),
         (["rollout", "--task", "Lift", "--episodes", "0"], "--episodes must be at least 1"),
+        (["rollout", "--episodes", "abc"], "invalid int value: 'abc'"),
+        (["launch", "/nonexistent/x.launch.yaml"], "no launch file at"),
     ],
 )
 def test_cli_errors_are_one_line(args, message):
@@ -73,3 +75,15 @@ def test_cli_errors_are_one_line(args, message):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_cli_json_of_the_wrong_type_as_a_process(tmp_path):
+    """The exit code and the one line from a real process (the in-process suite is
+    tests/test_bad_input_cli.py): a dataset whose meta/info.json is a list."""
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta/info.json").write_text("[]")
+    result = _cli("dataset", "info", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "holds a list where an object belongs" in lines[0]
+    assert (tmp_path / "meta/info.json").read_text() == "[]"

@@ -1,4 +1,5 @@
-"""Generate argparse options from a typed config dataclass, and build the dataclass back."""
+"""Generate argparse options from a typed config dataclass, and build the dataclass back; the
+CLI's parser class and how it words an OS error (one line each)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ def _scalar_type(hint) -> type:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return args[0]
     return hint
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (the usage is one `--help` away); its
+    subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def os_error(e: OSError) -> str:
+    """An `OSError` as one line: what went wrong and the path(s)."""
+    text = e.strerror or str(e).splitlines()[0]
+    if e.filename is not None:
+        text += f": {e.filename}"
+    if e.filename2 is not None:
+        text += f" -> {e.filename2}"
+    return text

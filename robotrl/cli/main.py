@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from robotrl.cli.config import add_config_args, config_from_args
+from robotrl.cli.config import Parser, add_config_args, config_from_args, os_error
 from robotrl.collect import CollectConfig
 from robotrl.errors import RobotrlError
 from robotrl.policies.evaluate import EVAL_SEED
@@ -195,6 +195,9 @@ def cmd_eval(args) -> int:
     task = args.task or policy.config.meta.get("task")
     if not task:
         raise RobotrlError("--task is required: the checkpoint does not say which task it is for")
+    from robotrl.tasks import task_name
+
+    task_name(task)  # an unknown task ends here, before any worker starts
     robot = args.robot or policy.config.meta.get("robot") or "panda"
     result = evaluate(
         policy,
@@ -222,14 +225,6 @@ def cmd_demo(args) -> int:
 
     run_demo(config_from_args(DemoConfig, args))
     return 0
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with its usage errors in one line (the usage is one `--help` away); its
-    subcommands' parsers are of this class too."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,16 +381,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robotrl: interrupted", file=sys.stderr)
         return 130
-
-
-def os_error(e: OSError) -> str:
-    """An `OSError` as one line: what went wrong and the path(s)."""
-    text = e.strerror or str(e).splitlines()[0]
-    if e.filename is not None:
-        text += f": {e.filename}"
-    if e.filename2 is not None:
-        text += f" -> {e.filename2}"
-    return text
 
 
 if __name__ == "__main__":

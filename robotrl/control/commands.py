@@ -29,6 +29,8 @@ def cmd_bench_loop(args) -> int:
         raise RobotrlError(f"--hz takes comma-separated rates, got '{args.hz}'") from None
     if args.ticks < 1:
         raise RobotrlError(f"--ticks must be at least 1, got {args.ticks}")
+    if any(not 0 < hz <= 10_000 for hz in rates):
+        raise RobotrlError(f"--hz rates must be in (0, 10000] Hz, got '{args.hz}'")
     rows = [
         bench_loop(
             hz,

@@ -7,7 +7,6 @@ hundred episodes is tens of MB); videos are decoded per episode on first use and
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -57,10 +56,16 @@ class Dataset:
         path = self.root / layout.STATS_PATH
         if not path.exists():
             return {}
-        raw = json.loads(path.read_text())
-        return {
-            k: {s: np.asarray(v, dtype=np.float64) for s, v in d.items()} for k, d in raw.items()
-        }
+        raw = layout.read_json(path, dict)
+        try:
+            return {
+                k: {s: np.asarray(v, dtype=np.float64) for s, v in d.items()}
+                for k, d in raw.items()
+            }
+        except (AttributeError, TypeError, ValueError):
+            raise DatasetError(
+                f"{path}: each feature's statistics must be an object of number lists"
+            ) from None
 
     def episode(self, i: int) -> dict[str, np.ndarray]:
         """Every feature of episode `i` as [T, ...] arrays (videos decoded)."""

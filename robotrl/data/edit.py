@@ -31,12 +31,16 @@ def merge(sources: list[str | Path], out: str | Path, keep=None) -> Path:
             raise DatasetError(f"{other.root} is {other.fps} fps, {first.root} is {first.fps}")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    writer = DatasetWriter(tmp, first.features, first.fps, first.info.get("robot_type", ""))
-    for s, dataset in enumerate(datasets):
-        for i in range(dataset.num_episodes):
-            if keep is None or keep(s, i):
-                _copy_episode(dataset, i, writer)
-    os.replace(tmp, out)
+    try:
+        writer = DatasetWriter(tmp, first.features, first.fps, first.info.get("robot_type", ""))
+        for s, dataset in enumerate(datasets):
+            for i in range(dataset.num_episodes):
+                if keep is None or keep(s, i):
+                    _copy_episode(dataset, i, writer)
+        os.replace(tmp, out)
+    except BaseException:  # a source that fails halfway leaves no half-written dataset
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 

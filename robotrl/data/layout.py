@@ -112,17 +112,67 @@ def load_info(root: Path) -> dict:
         raise DatasetError(f"no dataset at {root}: not a directory")
     if not path.is_file():
         raise DatasetError(f"{root} is not a dataset: {INFO_PATH} is missing")
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path} is not valid JSON: {e}") from e
+    info = read_json(path, dict)
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v3"):
         raise DatasetError(f"{root} is a LeRobot {version or '?'} dataset; only v3.x is supported")
     for key in ("fps", "features", "data_path"):
         if key not in info:
             raise DatasetError(f"{path} has no '{key}'")
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < float("inf"):
+        raise DatasetError(f"{path}: fps must be a positive number, got {fps!r}")
+    if not isinstance(info["data_path"], str):
+        raise DatasetError(
+            f"{path}: data_path must be a string, got {json_type(info['data_path'])}"
+        )
+    features = info["features"]
+    if not isinstance(features, dict):
+        raise DatasetError(f"{path}: features must be an object, got {json_type(features)}")
+    for key, feature in features.items():
+        if not isinstance(feature, dict):
+            raise DatasetError(
+                f"{path}: feature '{key}' must be an object, got {json_type(feature)}"
+            )
+        shape = feature.get("shape")
+        if not isinstance(feature.get("dtype"), str) or not (
+            isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+        ):
+            raise DatasetError(
+                f"{path}: feature '{key}' needs a dtype and a shape (a list of sizes)"
+            )
+    if video_keys(features) and not isinstance(info.get("video_path"), str):
+        raise DatasetError(f"{path}: the dataset has videos but no video_path")
     return info
+
+
+def read_json(path: Path, kind: type):
+    """A JSON file that must hold a `kind` (dict or list): one clear line when it does not."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} is not valid JSON: {e}") from e
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror}") from e
+    if not isinstance(value, kind):
+        want = "an object" if kind is dict else "a list"
+        raise DatasetError(f"{path} holds {json_type(value)} where {want} belongs")
+    return value
+
+
+def json_type(value) -> str:
+    """What a parsed JSON value is, in words."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
 
 
 def check_same_features(existing: dict, wanted: dict, root: Path) -> None:

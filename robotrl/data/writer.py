@@ -33,6 +33,8 @@ class DatasetWriter:
 
     def __init__(self, root: str | Path, features: dict, fps: float, robot_type: str):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"{self.root} is a file, not a dataset directory")
         if (self.root / layout.INFO_PATH).exists():
             self.info = layout.load_info(self.root)
             layout.check_same_features(self.info["features"], features, self.root)
@@ -44,7 +46,10 @@ class DatasetWriter:
             raise DatasetError(f"{self.root} exists and is not a dataset (no {layout.INFO_PATH})")
         else:  # new, or a creation that was killed before info.json landed
             self.info = layout.new_info(features, fps, robot_type)
-            layout.atomic_write_json(self.root / layout.INFO_PATH, self.info)
+            try:
+                layout.atomic_write_json(self.root / layout.INFO_PATH, self.info)
+            except OSError as e:
+                raise DatasetError(f"cannot create a dataset at {self.root}: {e.strerror}") from e
         self.features = self.info["features"]
         self.video_keys = layout.video_keys(self.features)
         self.episodes = read_episodes(self.root)
@@ -213,7 +218,7 @@ class DatasetWriter:
                         f"dropped interrupted episode {index}: recording stopped "
                         "before the episode finished"
                     )
-            except (json.JSONDecodeError, OSError):
+            except (json.JSONDecodeError, OSError, AttributeError, TypeError):
                 messages.append("dropped an interrupted episode (unreadable recording marker)")
             marker.unlink()
         return messages

@@ -120,6 +120,8 @@ def twist_action(robot: RobotSpec, unit_twist, gripper: float, speed: float = 1.
 
 def open_device(path: str, what: str, hint: str) -> int:
     """Open a /dev node non-blocking for reading, or raise a one-line error saying why not."""
+    if os.path.isdir(path):
+        raise DeviceNotFoundError(f"the {what} path {path} is a directory: {hint}")
     try:
         return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:

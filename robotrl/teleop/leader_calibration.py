@@ -86,6 +86,11 @@ class Calibration:
             ) from None
         except (OSError, json.JSONDecodeError) as e:
             raise TeleopError(f"cannot read leader arm calibration {path}: {e}") from None
+        if not isinstance(data, dict):
+            raise TeleopError(
+                f"leader arm calibration {path} holds a JSON {type(data).__name__} where an "
+                "object with joints (and gripper) belongs"
+            )
         try:
             joints = tuple(
                 JointCalibration(
