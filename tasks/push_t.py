@@ -47,7 +47,7 @@ class PushTEnv(MujocoEnv):
 
     def __init__(self, *args, success_coverage: float = SUCCESS_COVERAGE, **kwargs):
         # Demos recorded to a stricter line than the task's (collect --success-coverage 0.97)
-        # train policies that clear the task's own 0.95 more often: README, PushT.
+        # train policies that clear the task's own 0.95 more often (docs/results.md, PushT).
         if not 0.0 < success_coverage <= 1.0:
             raise RobotrlError(f"success coverage must be in (0, 1], got {success_coverage}")
         self.success_coverage = float(success_coverage)

@@ -69,8 +69,7 @@ class PushTExpert(Expert):
     # m between the pusher and the edge at a push's start. A policy imitating the expert comes
     # down about 1 cm nearer the block than the expert did, give or take 1.5 cm; landing on top
     # of the block it drags it around and never recovers (the demos have no such state). With
-    # 3 cm most descents stay clear: 20-min PushT policies score 62 / 69.5 / 73.5% at 1 / 2 /
-    # 3 cm (200 episodes each, README).
+    # 3 cm most descents stay clear (docs/results.md, PushT: the expert's start gap).
     start_gap = 0.03
     backoff = 0.006  # m to back away along the push after it ends
     max_push = 0.12  # m, longest push simulated

@@ -15,7 +15,7 @@ import numpy as np
 BAR_HALF = (0.08, 0.02)
 STEM_HALF = (0.02, 0.06)
 HEIGHT_HALF = 0.015
-_BAR_Y, _STEM_Y = BAR_HALF[1], -STEM_HALF[1]  # centres with the bar's lower edge at y = 0
+_BAR_Y, _STEM_Y = BAR_HALF[1], -STEM_HALF[1]  # centres with the crossbar's lower edge at y = 0
 _AREAS = (4 * BAR_HALF[0] * BAR_HALF[1], 4 * STEM_HALF[0] * STEM_HALF[1])
 _CENTROID_Y = (_AREAS[0] * _BAR_Y + _AREAS[1] * _STEM_Y) / sum(_AREAS)
 # (centre x, centre y, half x, half y) of the two rectangles in the block frame

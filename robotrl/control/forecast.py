@@ -3,9 +3,9 @@ be when the chunk lands, not as it was when inference started.
 
 A chunk requested at tick `r` lands about `d` ticks later (the measured latency). Planned from
 the observation of tick `r`, its first `d` actions are already past when it lands, and the rest
-were planned for a robot and a scene that have moved on: on PushT a policy that scores 68% in
-step time scores 6% with d = 4 (README). The forecast instead builds the observation window of
-tick `r + d` and the chunk is planned to start there:
+were planned for a robot and a scene that have moved on, which a policy trained on fresh
+observations handles badly (docs/results.md, deploy strategies). The forecast instead builds
+the observation window of tick `r + d` and the chunk is planned to start there:
 
 - robot state entries that are also action entries (absolute action modes: `ee_pos` commands
   `ee.x`, `ee.y`, `ee.z`; `joint_pos` the joint positions) follow the queued actions for
@@ -18,9 +18,9 @@ tick `r + d` and the chunk is planned to start there:
   last velocity (the difference of the last two frames);
 - camera images stay as they are.
 
-The same PushT policy with d = 4 then scores 58% (pushers at the queued targets, before the
-lag model; block extrapolated) and 46% with the block left stale; extrapolating the pusher too
-instead of taking the queued targets scores 8%.
+The commanded entries come from the queued targets rather than from their own velocity
+because the targets say where the arm is going; a velocity extrapolation of the robot state
+misses every change of direction the queued actions contain.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ DEFAULT_MAX_JOINT_VELOCITY = 2.0
 # m/s an `ee_pos` target may move between commands: twice the sim controllers' top speed, so
 # a target may lead the arm and still keep up.
 DEFAULT_MAX_EE_TARGET_SPEED = 1.0
-# The issue asks for hold within two control periods of the last good event.
+# Watchdog timeouts: hold within two control periods of the last good event.
 WATCHDOG_PERIODS = 2.0
 
 

@@ -42,8 +42,8 @@ class ConsistencyConfig(DiffusionConfig):
     rho: float = 7.0  # Karras spacing of the grid
     # c_skip falls off this many times faster than in EDM (LCM's timestep scaling): the
     # student then starts as the teacher's own clean estimate at every level above the
-    # lowest, which on Lift is worth 94% 1-step success before any distillation against 50%
-    # for EDM's c_skip, whose blend of noisy input at sigma 2 ruins the chunk.
+    # lowest, a good 1-step policy before any distillation; EDM's c_skip instead blends in so
+    # much of the noisy input at sigma 2 that it ruins the chunk (docs/results.md).
     skip_scale: float = SKIP_SCALE
     sample_steps: int = 1  # network evaluations per chunk: 1, or a few chained ones
     # Warm start (SDEdit, Meng et al. 2022): after the first chunk of an episode, `plan` noises
@@ -51,7 +51,7 @@ class ConsistencyConfig(DiffusionConfig):
     # to this level and maps them to a clean chunk, instead of starting from pure noise. The
     # new observation still steers the chunk (sigma 1 is well above the demonstrations'
     # spread between neighbouring chunks), but it no longer jumps between modes from one
-    # chunk to the next. Lift, 300 episodes: 1-step 87% from noise, 97% warm. 0 turns it off.
+    # chunk to the next (docs/results.md, Lift consistency distillation). 0 turns it off.
     warm_sigma: float = 1.0
 
     @classmethod

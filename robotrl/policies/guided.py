@@ -25,9 +25,8 @@ of steps (the network is the same epsilon predictor).
 guided chunk costs what an unguided one does (89 ms against 174 ms with the network's Jacobian
 and 78 ms unguided, PushT policy, one CPU thread). The free entries still adapt to the held
 ones, one denoising step later: the network sees the corrected x_t at the next step. On a CPU
-the backward pass costs RTC a tick of latency, and on PushT with 200 ms of injected delay the
-identity Jacobian scored 84% where the network's scored 64% (virtual time, same 100 seeds):
-`deploy` defaults to the identity.
+the backward pass costs RTC a tick of latency, more than the exact Jacobian gives back
+(docs/results.md, deploy strategies): `deploy` defaults to the identity.
 
 A policy this cannot guide (one that samples its own way, e.g. the consistency policy's one-step
 jump has no intermediate x_t to correct) gets the fallback: an unguided chunk, then the target

@@ -12,14 +12,14 @@ BC loss is ConRFT's: noise a demonstrated chunk to a random level of the policy'
 the consistency function to return the clean chunk; it applies to the demo buffer's rows
 (demonstrations and, online, human interventions). The Q term is normalized by its batch
 magnitude (as TD3+BC does) so the two weights stay comparable across reward scales, and it
-acts only after `critic_warmup` critic updates. On Lift a normalized Q weight of 0.1 wiped
-out the policy in 150 offline updates (success 0.3 -> 0.0, 20 episodes) while 0 lifted it to
-0.55-0.8: the default is 0.01.
+acts only after `critic_warmup` critic updates. A large Q weight lets a critic that is not
+yet accurate pull the policy off the data in the offline stage, hence the small default, 0.01
+(docs/results.md, human-in-the-loop RL).
 
 The critic is Cal-QL's (Nakamoto et al. 2023, as ConRFT's offline stage): besides the TD
 loss, Q of the policy's chunk is pushed below Q of the data's chunk, but never below the
 Monte-Carlo return the data achieved. Without it the Q term chases the critic's errors off
-the data: on Lift, q_weight 0.01 took a 38% policy to 4% in 300 offline updates.
+the data, where nothing corrects them.
 
 Stages: offline (`offline_steps` updates on demonstrations only), then online: episodes
 with a human (the simulated one in sim) who may take over; their transitions go to both

@@ -49,7 +49,8 @@ class FinetuneConfig:
         metadata={"help": "base sampler (default: the base's)", "choices": ("ddpm", "ddim", "dpm")},
     )
     base_steps: int | None = field(default=None, metadata={"help": "base sampling steps"})
-    # ResiP uses 0.1; on Lift 0.1 did not move in 200k steps, 0.3 and 0.5 did (README).
+    # ResiP uses 0.1; on Lift 0.1 did not move in 200k steps, 0.3 and 0.5 did
+    # (docs/results.md).
     scale: float = field(default=0.5, metadata={"help": "largest correction, normalized units"})
     hidden: int = field(default=256, metadata={"help": "width of the residual and critic MLPs"})
     gamma: float = field(default=0.99, metadata={"help": "discount"})
