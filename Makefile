@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 demo: setup
-	$(VENV)/bin/robotrl demo --out out/demo
+	$(VENV)/bin/robotrl demo --cameras --out out/demo
 
 bench: setup
 	$(VENV)/bin/robotrl bench sim

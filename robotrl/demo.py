@@ -15,11 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from robotrl.errors import RobotrlError
 from robotrl.rollout import RolloutConfig, rollout
 from robotrl.video import write_mp4
 
 ROBOTS = ("panda", "ur5e")
 HOLD_LAST_FRAME = 15  # frames: let the viewer see how each episode ended
+
+
+STATE_STEPS = 2000
+CAMERA_STEPS = 2000  # at batch 64
 
 
 @dataclass
@@ -28,7 +33,19 @@ class DemoConfig:
     task: str = field(default="Lift", metadata={"help": "task of the pipeline"})
     robot: str = field(default="panda", metadata={"help": "arm"})
     demos: int = field(default=100, metadata={"help": "expert demonstrations to train on"})
-    train_steps: int = field(default=2000, metadata={"help": "diffusion training steps"})
+    cameras: bool = field(
+        default=False,
+        metadata={
+            "help": "the real-arm story: pixel demos and policies that see the front and "
+            "wrist cameras and the robot's own state, never the object's pose"
+        },
+    )
+    train_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": f"diffusion training steps (default: {STATE_STEPS}; {CAMERA_STEPS} with --cameras)"
+        },
+    )
     distill_steps: int = field(default=200, metadata={"help": "consistency distillation steps"})
     eval_episodes: int = field(default=50, metadata={"help": "unseen episodes per evaluation"})
     experts: bool = field(
@@ -41,7 +58,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.experts:
         return run_experts(cfg.out, cfg.episodes)
     from robotrl.policies.distill import DistillConfig, distill
-    from robotrl.policies.train import TrainConfig, train
+    from robotrl.policies.train import train
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,12 +72,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         return result
 
     data = stage("collect", lambda: _collect(out / "data", cfg))
-    teacher = stage(
-        "train",
-        lambda: train(
-            TrainConfig(data=str(data), out=str(out / "diffusion"), steps=cfg.train_steps)
-        ),
-    )
+    teacher = stage("train", lambda: train(_train_config(data, out / "diffusion", cfg)))
     student = stage(
         "distill",
         lambda: distill(
@@ -76,11 +88,28 @@ def run_demo(cfg: DemoConfig) -> Path:
     return out
 
 
+def _train_config(data: Path, out: Path, cfg: DemoConfig):
+    from robotrl.policies.train import TrainConfig
+
+    if not cfg.cameras:
+        return TrainConfig(data=str(data), out=str(out), steps=cfg.train_steps or STATE_STEPS)
+    return TrainConfig(
+        data=str(data),
+        out=str(out),
+        steps=cfg.train_steps or CAMERA_STEPS,
+        cameras="front,wrist",
+        batch_size=64,
+        object_aux=1.0,
+    )
+
+
 def _collect(path: Path, cfg: DemoConfig) -> Path:
     from robotrl.collect import CollectConfig, collect
     from robotrl.data.dataset import Dataset
 
     have = Dataset(path).num_episodes if (path / "meta").is_dir() else 0
+    if have and cfg.cameras and not Dataset(path).video_keys:
+        raise RobotrlError(f"{path} was collected without cameras; give --cameras another --out")
     if have < cfg.demos:
         collect(
             CollectConfig(
@@ -90,6 +119,7 @@ def _collect(path: Path, cfg: DemoConfig) -> Path:
                 episodes=cfg.demos - have,
                 out=str(path),
                 seed=have,
+                obs_mode="state+pixels" if cfg.cameras else "state",
             )
         )
     return path
@@ -144,6 +174,11 @@ def write_report(out: Path, cfg: DemoConfig, rows: list[dict], seconds: dict) ->
     lines = [
         f"# {cfg.task} on {cfg.robot}: {cfg.demos} expert demos → diffusion → consistency",
         "",
+        "The policies see the front and wrist cameras and the robot's own state only, as on "
+        "a real arm."
+        if cfg.cameras
+        else "The policies see the robot's state and the simulator's object pose.",
+        "",
         f"Evaluated on {cfg.eval_episodes} unseen seeds; latency is one chunk at batch 1. "
         "The consistency policy warm-starts each chunk after an episode's first from the "
         "previous chunk's rest, noised (1-step); 'cold' and 3-step start every chunk from noise.",
@@ -167,7 +202,8 @@ def write_report(out: Path, cfg: DemoConfig, rows: list[dict], seconds: dict) ->
         "Training: ![diffusion](diffusion/curves.png) Distillation: "
         "![consistency](consistency/curves.png)",
         "",
-        "A consistency 1-step rollout: [rollout.mp4](rollout.mp4)",
+        "A consistency 1-step rollout (with the cameras the policy sees, if any): "
+        "[rollout.mp4](rollout.mp4)",
     ]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")

@@ -32,3 +32,40 @@ def test_demo_pipeline_writes_the_report_and_resumes(tmp_path, capsys):
     from robotrl.data.dataset import Dataset
 
     assert Dataset(out / "data").num_episodes == 2
+
+
+def test_camera_demo_trains_policies_that_see_only_cameras_and_state(tmp_path, capsys):
+    from robotrl.policies.checkpoint import load_policy
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--cameras", "--out", str(out), "--demos", "2", "--train-steps", "3"]
+    assert main([*argv, "--distill-steps", "2", "--eval-episodes", "1"]) == 0
+    assert "cameras and the robot's own state only" in (out / "report.md").read_text()
+    for run in ("diffusion", "consistency"):
+        config = load_policy(out / run).config
+        assert config.image_keys == ("observation.images.front", "observation.images.wrist")
+        assert config.obs_keys == ("observation.state",)
+    capsys.readouterr()
+    state_out = tmp_path / "state_demo"
+    (state_out / "data").mkdir(parents=True)
+    from tests.test_data import record
+
+    record(state_out / "data", task="Lift", episodes=1, label="Lift")
+    assert main(["demo", "--cameras", "--out", str(state_out), "--demos", "2"]) == 2
+    assert "collected without cameras" in capsys.readouterr().err
+
+
+def test_filmed_frames_show_the_policys_cameras_beside_the_scene():
+    import numpy as np
+
+    from robotrl.video import with_cameras
+
+    scene = np.zeros((240, 320, 3), np.uint8)
+    front = np.full((96, 96, 3), 10, np.uint8)
+    wrist = np.full((96, 96, 3), 200, np.uint8)
+    frame = with_cameras(
+        scene, {"state": np.zeros(3), "images.front": front, "images.wrist": wrist}
+    )
+    assert frame.shape == (240, 320 + 96, 3)  # 240 // (2 * 96) = 1: unscaled, stacked
+    assert (frame[:96, 320:] == 10).all() and (frame[96:192, 320:] == 200).all()
+    assert with_cameras(scene, {"state": np.zeros(3)}) is scene
