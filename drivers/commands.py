@@ -37,7 +37,7 @@ def cmd_bench_ros(args) -> int:
     if not 0 < args.hz <= 1000:
         raise RobotrlError(f"--hz must be in (0, 1000] Hz, got {args.hz}")
     if args.ticks < 3000:
-        print("robotrl: note: the acceptance figure is over at least 3000 ticks")
+        print("robotrl: note: under 3000 ticks the p99 rests on few samples")
     result = bench_ros(
         ticks=args.ticks, hz=args.hz, robot=args.robot, task=args.task, progress=not args.json
     )

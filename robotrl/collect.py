@@ -47,7 +47,8 @@ class CollectConfig:
     success_coverage: float | None = field(
         default=None,
         metadata={"help": "PushT: goal coverage an episode must reach to count as done "
-                  "(default: the task's 0.95); 0.97 makes better demos for training"},
+                  "(default: the task's 0.95); a higher line records demos that finish the "
+                  "push more precisely"},
     )  # fmt: skip
     max_seconds: float | None = field(default=None, metadata={"help": "stop after this long"})
     env: str | None = field(

@@ -220,3 +220,15 @@ def test_bench_policy_measures_the_consistency_speed_up():
     assert rows["consistency-1"]["median_ms"] * 3 < rows["DDIM-10"]["median_ms"]
     assert rows["DDIM-10"]["median_ms"] * 3 < rows["DDPM-100"]["median_ms"]
     assert rows["consistency-1-warm"]["median_ms"] * 3 < rows["DDIM-10"]["median_ms"]
+
+
+def test_bench_policy_times_the_camera_network_with_its_encoder():
+    from robotrl.policies.bench import bench_policy
+
+    only = ("DDIM-10", "consistency-1")
+    state = {r["sampler"]: r for r in bench_policy(repeats=3, threads=1, only=only)}
+    camera = {r["sampler"]: r for r in bench_policy(repeats=3, threads=1, only=only, cameras=True)}
+    assert camera["DDIM-10"]["cameras"] == 2 and state["DDIM-10"]["cameras"] == 0
+    # the encoder's two cameras x two frames are in every chunk: the 1-step chunk costs more
+    assert camera["consistency-1"]["median_ms"] > state["consistency-1"]["median_ms"]
+    assert camera["consistency-1"]["median_ms"] * 2 < camera["DDIM-10"]["median_ms"]

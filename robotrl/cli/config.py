@@ -8,11 +8,20 @@ import dataclasses
 import types
 import typing
 
+EXPERIMENTAL = "experimental (measured effects in docs/results.md; may change or go)"
+
 
 def add_config_args(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One `--field-name` option per dataclass field; its help is the field's `help` metadata."""
+    """One `--field-name` option per dataclass field; its help is the field's `help` metadata.
+    Fields with `experimental` metadata are listed in a group of their own."""
     hints = typing.get_type_hints(config_cls)
+    experimental = None
+    main_parser = parser
     for field in dataclasses.fields(config_cls):
+        parser = main_parser
+        if field.metadata.get("experimental"):
+            experimental = experimental or main_parser.add_argument_group(EXPERIMENTAL)
+            parser = experimental
         kind = _scalar_type(hints[field.name])
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")

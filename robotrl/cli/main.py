@@ -170,7 +170,9 @@ def cmd_bench_policy(args) -> int:
         raise RobotrlError(f"--repeats must be at least 1, got {args.repeats}")
     if args.threads < 0:
         raise RobotrlError(f"--threads must be 0 (all cores) or more, got {args.threads}")
-    rows = bench_policy(args.policy, args.repeats, args.threads)
+    if args.cameras and args.policy:
+        raise RobotrlError("--cameras picks the untrained camera network: drop it with --policy")
+    rows = bench_policy(args.policy, args.repeats, args.threads, cameras=args.cameras)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
@@ -303,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = bench.add_parser("policy", help="chunk latency: DDPM-100, DDIM-10, consistency 1/3-step")
     p.add_argument("--policy", default=None, help="checkpoint (default: an untrained network)")
+    p.add_argument(
+        "--cameras",
+        action="store_true",
+        help="without --policy: the camera network (two 96x96 cameras + the robot state, "
+        "image encoder included in each chunk's time) instead of the state network",
+    )
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--json", action="store_true")

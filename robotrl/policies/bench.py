@@ -3,7 +3,9 @@ same network sampled five ways: DDPM with 100 steps, DDIM with 10, and the consi
 policy with 1 and 3 steps from noise, and 1 step warm-started from the previous chunk (what
 the consistency policy's `select_action` plans with after an episode's first chunk).
 Latency does not depend on the weights, so without a checkpoint the benchmark builds the
-default network at the PushT state policy's sizes."""
+default network at the PushT state policy's sizes, or with `cameras` the camera network at
+Lift's sizes (two 96x96 cameras and the robot state, two frames): its image encoder runs in
+every timed chunk."""
 
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ import torch
 
 # PushT state policy: 14 joint/ee values + 4 block values in, 6-D end-effector deltas out
 DEFAULT_DIMS = {"obs_dims": (14, 4), "action_dim": 6}
+# Lift camera policy: 15 joint/gripper/ee values and two 96x96 cameras in, 7-D deltas out
+CAMERA_DIMS = {
+    "obs_keys": ("observation.state",),
+    "obs_dims": (15,),
+    "action_dim": 7,
+    "image_keys": ("observation.images.front", "observation.images.wrist"),
+    "image_shapes": ((96, 96, 3), (96, 96, 3)),
+}
 
 
 def bench_policy(
@@ -23,6 +33,7 @@ def bench_policy(
     repeats: int = 50,
     threads: int = 0,
     only: tuple[str, ...] | None = None,
+    cameras: bool = False,
 ) -> list:
     """Median and p99 ms per chunk of each sampler (`only`: a subset of the names)."""
     from robotrl.policies.checkpoint import load_policy
@@ -34,7 +45,7 @@ def bench_policy(
     torch.manual_seed(0)
     loaded = load_policy(policy_path) if policy_path else None
     if loaded is None:
-        teacher = DiffusionPolicy(DiffusionConfig(**DEFAULT_DIMS))
+        teacher = DiffusionPolicy(DiffusionConfig(**(CAMERA_DIMS if cameras else DEFAULT_DIMS)))
     elif loaded.kind == "consistency":  # same network: run it as its own teacher would
         names = {f.name for f in dataclasses.fields(DiffusionConfig)}
         fields = {k: v for k, v in loaded.config.to_dict().items() if k in names}
@@ -75,6 +86,7 @@ def bench_policy(
                 "median_ms": float(np.median(times)),
                 "p99_ms": float(np.percentile(times, 99)),
                 "params_M": params / 1e6,
+                "cameras": len(teacher.config.image_keys),
                 "threads": torch.get_num_threads(),
             }
         )
@@ -112,8 +124,9 @@ def _time_interleaved(plans: list, warm_up: int = 3) -> list[np.ndarray]:
 
 def format_table(rows: list[dict]) -> str:
     lines = [
-        f"chunk inference, batch 1, {rows[0]['params_M']:.1f}M-parameter U-Net, "
-        f"{rows[0]['threads']} threads",
+        f"chunk inference, batch 1, {rows[0]['params_M']:.1f}M-parameter policy"
+        + (f" ({rows[0]['cameras']} cameras, encoder included)" if rows[0]["cameras"] else "")
+        + f", {rows[0]['threads']} threads",
         f"{'sampler':<20}{'evals':>6}{'median ms':>11}{'p99 ms':>9}{'vs DDIM-10':>12}",
     ]
     for r in rows:

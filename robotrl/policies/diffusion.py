@@ -39,8 +39,8 @@ class DiffusionConfig:
     # Width of an MLP (`encoders.StateEncoder`) over the flattened observation history whose
     # features join the raw history in the FiLM conditioning; 0: the raw history alone, as in
     # Diffusion Policy. FiLM is linear in its input; the MLP gives every block nonlinear
-    # features of the state, e.g. where the tool is relative to a rotated object (on PushT it
-    # did not help: README).
+    # features of the state, e.g. where the tool is relative to a rotated object (measured
+    # effect: docs/results.md).
     obs_encoder_dim: int = 0
     train_steps: int = 100  # diffusion steps of the noise schedule
     sampler: str = "ddim"

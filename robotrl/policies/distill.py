@@ -8,13 +8,14 @@ The loss, per batch (Song et al. 2023, consistency distillation, as in Consisten
   and pull the student's f(x_n, sigma_n) toward the target network's f(x_{n-k}, sigma_{n-k})
   (pseudo-Huber distance; the target is a slow EMA of the student),
   plus the teacher's own denoising loss on the student (as CTM and Consistency Policy add):
-  on a CPU budget of a few hundred steps it keeps the student a good denoiser while the
-  consistency term moves it; without it, 1-step success on Lift fell from 95% to 55-75%;
+  over a few hundred steps it keeps the student a good denoiser while the consistency term
+  moves it;
   plus, with `sample_weight`, the student's 1-step chunk from sigma_max z pulled to the
   teacher's own DDIM sample from the same z (the s = 0 end of CTM's soft consistency, with
   the teacher's whole trajectory as the solver). The grid stops at sigma_max = 2, where the
-  teacher's ODE started from noise ends in a worse chunk (Lift: 90%) than its full sampler
-  (98%); the consistency term alone can only reach the former, this term aims at the latter.
+  teacher's ODE started from noise ends in a worse chunk than its full sampler does; the
+  consistency term alone can only reach the former, this term aims at the latter (measured
+  effects of both terms: docs/results.md).
 Both sides of a step land on the same trajectory's end point exactly when the student is
 consistent along the teacher's ODE. The student starts from the teacher's weights.
 """

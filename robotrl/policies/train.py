@@ -78,7 +78,8 @@ class TrainConfig(LoopConfig):
         default=False,
         metadata={
             "help": "also train on the mirror image of half of each batch, about the task's "
-            "mirror plane (tasks that declare one: PushT)"
+            "mirror plane (tasks that declare one: PushT)",
+            "experimental": True,
         },
     )
     focus: float = field(
@@ -103,7 +104,8 @@ class TrainConfig(LoopConfig):
         default=0,
         metadata={
             "help": "width of an MLP on the observation history whose features join it in "
-            "the U-Net's conditioning (default: 0, the raw history)"
+            "the U-Net's conditioning (default: 0, the raw history)",
+            "experimental": True,
         },
     )
 
