@@ -10,11 +10,13 @@ control tick, wait for the first joint state after it (at most a few sensor peri
 the observation built from the freshest sample of each stream. `info["obs_age"]` holds each
 stream's age in seconds, `info["observation_age"]` the largest.
 
-Faults. A stream older than `stale_periods` of its own period (and of the control period) is
-stale: `info["stale"]` names it from the first step that returns after that age is reached.
-Steps return once a period, so a stream that stops is reported between 2 and 3 control periods
-after its last sample with the default `stale_periods=2` (the ROS tests measure it). While a
-stream is stale the action is withheld (`info["held"]`, the arm holds its last target as a
+Faults. A stream silent for `stale_periods - 1` control periods (and at least two of its own
+periods) is stale: `info["stale"]` names it from the first step that returns after that, and a
+step returns once a period, so a driver that dies is reported by a step that ends within
+`stale_periods` control periods (default 2) of its last sample when it publishes at least twice
+as fast as the control rate; a slower stream (a 30 Hz camera at 20 Hz) within two of its own
+periods plus one control period (tests/test_ros_foreign.py measures it). While a stream is
+stale the action is withheld (`info["held"]`, the arm holds its last target as a
 ros2_control controller does) and `info["waiting_for"]` says what for. When a driver stream
 comes back, actions resume only after a handshake proves the driver receives them (a hold
 command acknowledged: `command_link`); the first step that sends again reports the gap in
@@ -75,8 +77,8 @@ class RosEnv(RobotEnv):
         hz = float(control_hz or cfg.control_hz)
         if not (hz > 0 and np.isfinite(hz)):
             raise RobotrlError(f"control_hz must be a positive number of Hz, got {control_hz}")
-        if not stale_periods > 0:
-            raise RobotrlError(f"stale_periods must be positive, got {stale_periods}")
+        if not stale_periods >= 1:
+            raise RobotrlError(f"stale_periods must be at least 1, got {stale_periods}")
         self.max_episode_steps = int(max_episode_steps or cfg.max_episode_steps)
         chosen = cfg.cameras if cameras is None else [c for c in cfg.cameras if c.name in cameras]
         if cameras is not None and len(chosen) != len(cameras):
@@ -118,15 +120,16 @@ class RosEnv(RobotEnv):
         self._init_spaces()
         self.reward_source = make_reward(reward or ("sim" if cfg.sim else "keyboard"), self.io)
         self.lower, self.upper = np.array(cfg.joint_lower), np.array(cfg.joint_upper)
-        # How old each stream may get: `stale_periods` of its own period or of the control
-        # period, whichever is longer (a 30 Hz camera is not stale after 20 ms at 100 Hz).
+        # How long each stream may stay silent: `stale_periods - 1` control periods, so the
+        # step that reports it returns within `stale_periods` periods of its last sample, and
+        # never less than two of its own periods (a 30 Hz camera is not stale after 20 ms).
         dt = 1.0 / hz
         rates = {"joint_states": cfg.state_rate, "environment_state": cfg.state_rate}
         if cfg.gripper:
             rates["gripper_state"] = cfg.gripper.state_rate
         rates.update({f"images.{c.name}": c.rate for c in self.cameras})
         self.timeouts = {
-            s: stale_periods * max(dt, 1.0 / rates[s]) for s in streams(cfg, self.cameras)
+            s: max((stale_periods - 1) * dt, 2.0 / rates[s]) for s in streams(cfg, self.cameras)
         }
         self._wait_budget = min(0.5 * dt, 3.0 / cfg.state_rate + 0.002)
         self._gate = CommandGate(self.io.link, self._probe, DRIVER_STREAMS)
@@ -206,7 +209,8 @@ class RosEnv(RobotEnv):
                 self._send_gripper(float(action[-1]))
             gap = self._gate.sent_action()
         self._wait_tick()
-        self.io.wait_joints(now() - 1e-4, self._wait_budget)
+        if now() - self.io.joints.stamp < self.timeouts["joint_states"]:
+            self.io.wait_joints(now() - 1e-4, self._wait_budget)  # else silent too long already
         obs, info = self._observe()
         self._steps += 1
         reward, success, failure = self.reward_source.read(obs)

@@ -100,7 +100,11 @@ def test_killed_node_is_held_and_reported_then_reconnects(sim_node):
             "/robotrl/sim/reset",
         )
     ]
-    camera = sim_node(task="Reach", cameras="front", remaps=private, name="camera_stand_in")
+    # It steps its physics at 60 Hz: all it has to do is render 30 frames a second, and a
+    # loaded machine then has less of it to fall behind on.
+    camera = sim_node(
+        task="Reach", cameras="front", remaps=private, name="camera_stand_in", publish_rate=60
+    )
     env = make_ros_env("sim_panda", task="Reach", cameras=("front",), connect_timeout=CONNECT)
     try:
         env.reset(seed=0)
@@ -129,7 +133,9 @@ def test_killed_node_is_held_and_reported_then_reconnects(sim_node):
         # Restart both: the env sees fresh data again and, once the new robot node has
         # acknowledged a hold command, commands flow; the step that resumes reports the gap.
         sim_node(task="Reach")
-        sim_node(task="Reach", cameras="front", remaps=private, name="camera_stand_in")
+        sim_node(
+            task="Reach", cameras="front", remaps=private, name="camera_stand_in", publish_rate=60
+        )
         deadline = time.monotonic() + CONNECT
         while time.monotonic() < deadline:
             _, _, _, _, info = env.step(zero)
