@@ -56,7 +56,7 @@ def bench_ros(
         rng = np.random.default_rng(0)
         high = np.array(env.robot.action.high)
         action = np.zeros(env.robot.action.dim)
-        stamps, ages, periods = [], [], []
+        stamps, ages, periods, held = [], [], [], 0
         base = 0
         t_last = time.monotonic()
         for k in range(warmup + ticks):
@@ -74,6 +74,7 @@ def bench_ros(
             if k >= warmup:
                 ages.append(info["obs_age"]["joint_states"])
                 periods.append(t - t_last)
+                held += info["held"]
             t_last = t
             if progress and k % 500 == 0:
                 print(f"\rtick {k}/{warmup + ticks}", end="", flush=True)
@@ -83,6 +84,11 @@ def bench_ros(
         pairs = [
             (arrivals[base + 1 + i], s) for i, s in enumerate(stamps) if base + 1 + i in arrivals
         ]
+        if held:  # a held tick sends nothing: the count of commands no longer pairs up
+            raise RobotrlError(
+                f"{held} of {ticks} ticks were held (a stale stream): the sim node or this "
+                f"process fell behind {hz:g} Hz; the round trip needs every tick sent"
+            )
         if len(pairs) < ticks:
             raise RobotrlError(f"only {len(pairs)} of {ticks} commands reached the sim node")
         rtt = np.array([arrived - stamp for arrived, stamp in pairs]) * 1e3
