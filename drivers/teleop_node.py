@@ -111,7 +111,9 @@ def robot_spec(config: str, action_mode: str, control_hz: float | None = None):
 
     cfg = load_config(config)
     hz = control_hz or cfg.control_hz
-    kin = ArmKinematics(cfg.kinematics, cfg.tool, action_mode, hz, cfg.home)
+    kin = ArmKinematics(
+        cfg.kinematics, cfg.tool, action_mode, hz, cfg.home, has_gripper=cfg.gripper is not None
+    )
     gripper = ["gripper.opening"] if cfg.gripper else []
     return RobotSpec(
         robot_type=cfg.robot_type,
