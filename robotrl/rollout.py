@@ -85,12 +85,28 @@ def make_policy(name: str, env):
 
     if Path(name).exists():
         from robotrl.policies.checkpoint import load_policy
-        from robotrl.policies.evaluate import check_compatible
 
         policy = load_policy(name)
-        check_compatible(policy, env.unwrapped)  # another task's policy fails here, in one line
+        _check_fits(policy, env.unwrapped)
         return policy
     raise RobotrlError(f"unknown policy '{name}': use 'expert' or a checkpoint directory")
+
+
+def _check_fits(policy, env) -> None:
+    """A checkpoint made for other observations or actions (another task's) fails here, in one
+    line, not inside a matrix multiply. (The evaluator checks more; it imports this module.)"""
+    config, spaces = policy.config, env.observation_space.spaces
+    where = f"{type(env).__name__} ({env.robot.robot_type})"
+    for key, dim in zip(config.obs_keys, config.obs_dims):
+        name = key.removeprefix("observation.")
+        got = spaces[name].shape if name in spaces else "nothing"
+        if got != (dim,):
+            raise RobotrlError(f"policy expects {name} of shape ({dim},); {where} gives {got}")
+    if env.action_space.shape != (config.action_dim,):
+        raise RobotrlError(
+            f"policy outputs {config.action_dim} action values; {where} takes "
+            f"{env.action_space.shape[0]}"
+        )
 
 
 def rollout(
