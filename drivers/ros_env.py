@@ -15,8 +15,9 @@ periods) is stale: `info["stale"]` names it from the first step that returns aft
 step returns once a period, so a driver that dies is reported by a step that ends within
 `stale_periods` control periods (default 2) of its last sample when it publishes at least twice
 as fast as the control rate; a slower stream (a 30 Hz camera at 20 Hz) within two of its own
-periods plus one control period (tests/test_ros_foreign.py measures it). While a stream is
-stale the action is withheld (`info["held"]`, the arm holds its last target as a
+periods plus one control period (tests/test_ros_foreign.py measures it). Where the machine
+cannot keep the period (500 Hz on a busy CPU) a larger `stale_periods` keeps scheduling
+hiccups from holding the arm. While a stream is stale the action is withheld (`info["held"]`, the arm holds its last target as a
 ros2_control controller does) and `info["waiting_for"]` says what for. When a driver stream
 comes back, actions resume only after a handshake proves the driver receives them (a hold
 command acknowledged: `command_link`); the first step that sends again reports the gap in
