@@ -219,7 +219,7 @@ def test_checkpoint_config_of_the_wrong_type(config, tmp_path):
     "kwargs, message",
     [
         ({"control_hz": -10}, "control_hz must be a positive number"),
-        ({"stale_periods": 0}, "stale_periods must be positive"),
+        ({"stale_periods": 0}, "stale_periods must be at least 1"),
         ({"cameras": ("side",)}, "has cameras"),
     ],
 )
