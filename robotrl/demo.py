@@ -99,7 +99,6 @@ def _train_config(data: Path, out: Path, cfg: DemoConfig):
         steps=cfg.train_steps or CAMERA_STEPS,
         cameras="front,wrist",
         batch_size=64,
-        object_aux=1.0,
     )
 
 

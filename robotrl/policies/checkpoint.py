@@ -91,6 +91,12 @@ def load_policy(path: str | Path):
         raise CheckpointError(f"no checkpoint at {path}: expected {CONFIG} and {WEIGHTS}")
     try:
         meta = json.loads((path / CONFIG).read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            kind = type(meta).__name__ if not isinstance(meta, dict) else "no config object"
+            raise CheckpointError(
+                f"corrupt checkpoint {path}: {CONFIG} holds {kind} where an object with "
+                "'policy' and 'config' belongs"
+            )
         if meta.get("policy") not in POLICY_KINDS:
             raise CheckpointError(
                 f"{path} holds a policy of type {meta.get('policy')!r}; this version knows "

@@ -97,7 +97,8 @@ class TrainConfig(LoopConfig):
         metadata={
             "help": "camera policies: weight of a training-only loss that predicts the "
             "dataset's environment_state from the image features (the policy never sees it; "
-            "0: off)"
+            "0: off)",
+            "experimental": True,
         },
     )
     obs_encoder_dim: int = field(
