@@ -25,3 +25,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reach_data(tmp_path_factory):
+    """Four Reach expert episodes, state observations: data for tiny training runs."""
+    from tests.test_data import record
+
+    root = tmp_path_factory.mktemp("policy") / "reach"
+    record(root, task="Reach", episodes=4)
+    return root

@@ -13,7 +13,7 @@ from robotrl.policies.checkpoint import load_policy, save_policy
 from robotrl.policies.consistency import ConsistencyPolicy, karras_indices
 from robotrl.policies.distill import DistillConfig, distill
 from robotrl.policies.train import TrainConfig, train
-from tests.test_policies import reach_data, tiny_policy  # noqa: F401  (fixture)
+from tests.test_policies import tiny_policy
 
 ROBOTRL = [sys.executable, "-m", "robotrl.cli.main"]
 
@@ -86,7 +86,7 @@ def test_warm_start_continues_the_previous_chunk_in_one_evaluation():
 
 
 @pytest.fixture(scope="module")
-def teacher_run(reach_data, tmp_path_factory):  # noqa: F811
+def teacher_run(reach_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("teacher") / "run"
     cfg = TrainConfig(
         data=str(reach_data),

@@ -4,14 +4,8 @@
 drive a driver directly; `Watchdog` is its timeout logic.
 """
 
-from robotrl.control.safety import (
-    KINDS,
-    SafeEnv,
-    Safety,
-    SafetyConfig,
-    SafetyError,
-    safe,
-)
+from robotrl.control.safety import SafeEnv, Safety, safe
+from robotrl.control.safety_config import KINDS, SafetyConfig, SafetyError
 from robotrl.control.watchdog import (
     DRIVER_DEAD,
     INFERENCE_STALL,
