@@ -178,15 +178,21 @@ class RosEnv(RobotEnv):
         self._drive_home()
         if self.cfg.sim:
             self.io.call_reset(seed)
-        # The first joint state after the reset is the episode's start (cameras may lag).
+        # The first joint state after the reset is the episode's start, and the cameras'
+        # first frames are of that instant or later: a frame from before the reset shows the
+        # last episode's scene, and a policy's first chunk would be planned on it.
         deadline = time.monotonic() + 2.0
         while True:
-            self.io.wait_joints(now(), timeout=0.2)
-            obs, info = self._observe()
-            if not info["stale"]:
-                break
+            start = self.io.wait_joints(now(), timeout=0.2)
+            if start is not None:
+                cameras_ok = self.io.wait_images(start.stamp, max(0.0, deadline - time.monotonic()))
+                obs, info = self._observe()
+                if not info["stale"] and cameras_ok:
+                    break
             if time.monotonic() > deadline:
-                raise RobotrlError(f"reset: no fresh data from {', '.join(info['stale'])}")
+                late = info["stale"] if start is not None else ("joint_states",)
+                late = late or tuple(f"images.{c.name}" for c in self.cameras)
+                raise RobotrlError(f"reset: no fresh data from {', '.join(late)}")
         self.kin.set_joints(self._q)
         self.kin.reset()
         self.reward_source.reset()

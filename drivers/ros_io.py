@@ -117,8 +117,9 @@ class RosIO:
 
     def _on_image(self, name: str, msg) -> None:
         sample = Sample(from_stamp(msg.header.stamp), now(), msg)  # decoded when used
-        with self.lock:
+        with self.joint_arrived:
             self.images[name] = sample
+            self.joint_arrived.notify_all()
 
     def _on_task(self, msg) -> None:
         sample = Sample(from_stamp(msg.header.stamp), now(), (list(msg.name), list(msg.position)))
@@ -149,6 +150,18 @@ class RosIO:
                 if left <= 0:
                     return
                 self.joint_arrived.wait(left)
+
+    def wait_images(self, stamp: float, timeout: float) -> bool:
+        """Wait until every camera's newest frame was captured at `stamp` or later; False if
+        one has not within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self.joint_arrived:
+            while any(s is None or s.stamp < stamp for s in self.images.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.joint_arrived.wait(left)
+            return True
 
     def have(self, stream: str) -> bool:
         """Whether a first sample of `stream` (joint_states, gripper_state, environment_state,

@@ -81,6 +81,30 @@ def test_observation_matches_the_sim_env(sim_node):
         env.close()
 
 
+def test_reset_observes_camera_frames_of_the_new_episode(sim_node):
+    """A frame captured before the reset shows the last episode's scene (here: the arm raised);
+    the first observation of an episode holds frames of its own start, as the sim env's."""
+    import robotrl
+    from robotrl.drivers.ros_env import make_ros_env
+
+    sim_node(task="Lift", cameras="front", camera_rate=4)  # a slow camera: old frames linger
+    env = make_ros_env("sim_panda", task="Lift", cameras=("front",), connect_timeout=CONNECT)
+    try:
+        sim = robotrl.make("Lift", robot="panda", obs_mode="state+pixels")
+        env.reset(seed=5)
+        up = np.zeros(env.robot.action.dim)
+        up[2] = env.robot.action.high[2]
+        for _ in range(6):
+            env.step(up)
+        obs, info = env.reset(seed=6)
+        expected, _ = sim.reset(seed=6)
+        assert env.io.images["front"].stamp >= info["obs_stamp"]
+        difference = np.abs(obs["images.front"].astype(float) - expected["images.front"]).mean()
+        assert difference < 1.0, f"the first frame differs from the sim's by {difference:.1f}"
+    finally:
+        env.close()
+
+
 def test_killed_node_is_held_and_reported_then_reconnects(sim_node):
     """Kill the robot (and, separately, the camera) mid-episode: within two periods every
     `step` reports the stale stream and withholds commands, never hangs; a restarted node is
