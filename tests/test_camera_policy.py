@@ -155,3 +155,26 @@ def test_a_task_unknown_here_keeps_the_trained_run(tmp_path, capsys):
     assert load_policy(run).config.meta["task"] == "move the arm to the dot"
     assert json.loads((run / "state/state.json").read_text())["step"] == 4
     assert "not evaluated (the checkpoint is saved): unknown task" in capsys.readouterr().err
+
+
+def test_residual_on_a_camera_base_trains_sees_no_privileged_state_and_loads(
+    camera_run, tmp_path, capsys
+):
+    from robotrl.cli.main import main
+    from robotrl.policies.evaluate import evaluate
+    from robotrl.rl.residual import ResidualPolicy
+
+    run = tmp_path / "residual"
+    args = ["finetune", "residual", "--base", str(camera_run), "--out", str(run), "--envs", "2"]
+    args += ["--steps", "32", "--rollout", "16", "--minibatch", "16", "--epochs", "2"]
+    args += ["--eval-every", "0", "--eval-episodes", "1", "--no-progress"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 32 and records[-1]["loss"] > 0  # PPO updated on camera envs
+    policy = load_policy(run)
+    assert isinstance(policy, ResidualPolicy) and policy.config.image_keys  # the base's cameras
+    assert policy.obs_keys == ("observation.state",)  # the residual: robot state + base action
+    weights = load_file(str(run / "policy" / "model.safetensors"))
+    assert any(w.abs().sum() > 0 for k, w in weights.items() if "mean" in k)  # it learned
+    result = evaluate(policy, "Lift", episodes=1, progress=False)
+    assert result["episodes"] == 1 and result["mean_episode_length"] > 0

@@ -31,7 +31,7 @@ from robotrl.rl.finetune import (
     new_policy,
     start_episodes,
 )
-from robotrl.rl.vector import BatchedBase, ended, make_vector_env, successes
+from robotrl.rl.vector import BatchedBase, ended, successes, vector_env_for
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -160,7 +160,7 @@ def train(run: Run):
     }
     env_steps = run.resume(modules, optimizer, schedule, rng, noise)
 
-    envs = make_vector_env(cfg.task, cfg.envs, cfg.robot, policy.config.meta.get("action_mode"))
+    envs = vector_env_for(policy, cfg)
     base = BatchedBase(policy.base, cfg.envs, noise)
     T, N, A = cfg.rollout, cfg.envs, policy.config.action_dim
     features = torch.zeros(T, N, policy.feature_dim)

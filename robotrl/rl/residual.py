@@ -109,9 +109,9 @@ class ResidualPolicy(nn.Module):
         self.config = config
         # Held outside the module tree: frozen, and not part of this checkpoint's weights.
         self.__dict__["base"] = base.eval().requires_grad_(False)
+        # The residual sees the base's non-image observations (a camera base: the robot's own
+        # state) and the base action; the base alone looks at the cameras.
         self.obs_keys = tuple(base.config.obs_keys)
-        if base.config.image_keys:
-            raise RobotrlError("residual RL here takes state policies; this base sees cameras")
         self.feature_dim = sum(base.config.obs_dims) + base.config.action_dim
         self.actor = ResidualActor(
             self.feature_dim,

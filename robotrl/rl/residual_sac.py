@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from robotrl.rl.finetune import Counters, Run, new_policy, start_episodes
-from robotrl.rl.vector import BatchedBase, ended, make_vector_env, successes
+from robotrl.rl.vector import BatchedBase, ended, successes, vector_env_for
 
 
 class QNet(nn.Module):
@@ -137,7 +137,7 @@ def train(run: Run):
                 t.lerp_(s, cfg.tau)
         return {"loss": q_loss.item(), "actor_loss": actor_loss.item(), "alpha": float(alpha)}
 
-    envs = make_vector_env(cfg.task, cfg.envs, cfg.robot, policy.config.meta.get("action_mode"))
+    envs = vector_env_for(policy, cfg)
     base = BatchedBase(policy.base, cfg.envs, noise)
     N = cfg.envs
     obs, base_action, bar = start_episodes(run, cfg, policy, counters, envs, base, env_steps)

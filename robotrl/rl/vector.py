@@ -20,30 +20,42 @@ from robotrl.control.safety import safe
 
 
 def make_vector_env(
-    task: str, n: int, robot: str = "panda", action_mode: str | None = None
+    task: str, n: int, robot: str = "panda", action_mode: str | None = None, cameras: bool = False
 ) -> gym.vector.VectorEnv:
     """`n` copies of `task` in one process (2 cores: subprocesses would only add IPC). An env
-    that ends is reset in the same step (its last observation is in info["final_obs"])."""
+    that ends is reset in the same step (its last observation is in info["final_obs"]).
+    `cameras`: the envs render the task's cameras too (for a base policy that sees them)."""
     from robotrl.tasks import make, task_name
 
     task = task_name(task)  # unknown names fail here, in one line
 
     def one():
         # every command is filtered
-        return safe(make(task, robot=robot, obs_mode="state", action_mode=action_mode))
+        obs_mode = "state+pixels" if cameras else "state"
+        return safe(make(task, robot=robot, obs_mode=obs_mode, action_mode=action_mode))
 
     return gym.vector.SyncVectorEnv(
         [one for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
 
 
+def vector_env_for(policy, cfg) -> gym.vector.VectorEnv:
+    """The fine-tuner's envs for a residual `policy`: the base's action mode, and its cameras
+    rendered when the base sees them."""
+    meta = policy.config.meta
+    cameras = bool(policy.config.image_keys)
+    return make_vector_env(cfg.task, cfg.envs, cfg.robot, meta.get("action_mode"), cameras)
+
+
 class BatchedBase:
-    """The base policy's `select_action` for `n` envs at once."""
+    """The base policy's `select_action` for `n` envs at once (camera images included: they
+    stay uint8 until the base's encoder)."""
 
     def __init__(self, policy, n: int, generator: torch.Generator | None = None):
         self.policy, self.n, self.generator = policy, n, generator
         config = policy.config
-        self.keys = tuple(config.obs_keys)
+        self.keys = tuple(config.obs_keys) + tuple(config.image_keys)
+        self.dtypes = {k: np.uint8 if k in config.image_keys else np.float32 for k in self.keys}
         self.n_obs, self.n_exec = config.n_obs, config.n_action_steps
         self.history = [deque(maxlen=self.n_obs) for _ in range(n)]
         self.queues = [deque() for _ in range(n)]
@@ -59,7 +71,8 @@ class BatchedBase:
         """Base actions [n, A] for the batched env observations (keys without `observation.`)."""
         for i in range(self.n):
             frame = {
-                k: np.asarray(obs[k.removeprefix("observation.")][i], np.float32) for k in self.keys
+                k: np.asarray(obs[k.removeprefix("observation.")][i], self.dtypes[k])
+                for k in self.keys
             }
             if not self.history[i]:  # pad the history at the episode start
                 self.history[i].extend([frame] * self.n_obs)
