@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robotrl.env import OBS_MODE_HELP
 from robotrl.errors import RobotrlError
 from robotrl.teleop import DEVICE_PATH_OPTION
 
@@ -28,7 +29,7 @@ class CollectConfig:
     episodes: int = field(default=10, metadata={"help": "episodes to save"})
     out: str = field(default="data/demos", metadata={"help": "dataset directory (appends)"})
     robot: str = field(default="panda", metadata={"help": "panda, ur5e or an MJCF path"})
-    obs_mode: str = field(default="state", metadata={"help": "state, pixels or state+pixels"})
+    obs_mode: str = field(default="state", metadata={"help": OBS_MODE_HELP})
     image_size: int = field(default=96, metadata={"help": "camera image height and width"})
     action_mode: str | None = field(
         default=None,

@@ -15,6 +15,10 @@ import numpy as np
 from robotrl.errors import InvalidActionError
 
 ACTION_MODES = ("joint_pos", "joint_delta", "ee_delta", "ee_pos")
+OBS_MODE_HELP = (
+    "state (the robot's state and the object pose), pixels (the robot's state and cameras: "
+    "what a real arm has), state+pixels (all)"
+)
 
 
 def action_mode_of(names) -> str | None:

@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robotrl.control import SafeEnv, safe
+from robotrl.env import OBS_MODE_HELP
 from robotrl.errors import RobotrlError
 from robotrl.video import caption, check_output, with_cameras
 
@@ -22,7 +23,7 @@ class RolloutConfig:
     )
     episodes: int = field(default=10, metadata={"help": "number of episodes"})
     robot: str = field(default="panda", metadata={"help": "panda, ur5e, or a path to an MJCF arm"})
-    obs_mode: str = field(default="state", metadata={"help": "state, pixels or state+pixels"})
+    obs_mode: str = field(default="state", metadata={"help": OBS_MODE_HELP})
     action_mode: str | None = field(
         default=None, metadata={"help": "ee_delta, ee_pos, joint_delta or joint_pos"}
     )

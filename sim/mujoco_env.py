@@ -86,7 +86,8 @@ class MujocoEnv(RobotEnv):
             action=self.controller.spec,
             joint_names=self.arm_model.joint_names,
             state_names=self._state_names(),
-            environment_state_names=self.environment_state_names,
+            # `pixels`: what a real arm observes (its own state and cameras), no object pose
+            environment_state_names=() if obs_mode == "pixels" else self.environment_state_names,
             cameras=tuple(CameraSpec(c, *image_size) for c in cameras) if self.camera_names else (),
         )
         self._init_spaces()
@@ -205,7 +206,7 @@ class MujocoEnv(RobotEnv):
         mujoco.mju_mat2Quat(self._quat, d.site_xmat[site])
         state[n + 3 :] = self._quat
         obs["state"] = state
-        if self.environment_state_names:
+        if self.robot.environment_state_names:
             obs["environment_state"] = self.task_environment_state().astype(np.float32)
         for cam_id, cam in zip(self.camera_names, self.robot.cameras):
             self._renderer.update_scene(d, cam_id)

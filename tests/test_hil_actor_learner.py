@@ -81,9 +81,9 @@ def learner(address, run):
                 "--minutes", "2")  # fmt: skip
 
 
-def actor(address):
+def actor(address, obs_mode="state"):
     return Proc("actor", "--env", "sim:Lift", "--teleop", "sim-human", "--connect", address,
-                "--timeout", "0.3", "--actor-id", "a1")  # fmt: skip
+                "--timeout", "0.3", "--actor-id", "a1", "--obs-mode", obs_mode)  # fmt: skip
 
 
 def status(address) -> dict:
@@ -94,16 +94,28 @@ def status(address) -> dict:
     return reply[0]
 
 
-def test_killing_the_actor_loses_no_acknowledged_data(tmp_path):
+@pytest.mark.parametrize("obs_mode", ["state", "pixels"])
+def test_killing_the_actor_loses_no_acknowledged_data(obs_mode, tmp_path):
+    """`pixels`: the robot's state and two cameras, no object state; image batches cross."""
     address = f"tcp://127.0.0.1:{free_port()}"
-    lrn, act = learner(address, tmp_path / "run"), actor(address)
+    lrn, act = learner(address, tmp_path / "run"), actor(address, obs_mode)
     try:
-        act.wait_for(r"episode 3 .*acked [1-9]", timeout=60)
+        act.wait_for(r"episode 3 .*acked [1-9]", timeout=90)
         act.kill()
         sent = act.acked()
         assert sent > 0
         assert status(address)["counters"]["env_steps"] >= sent
         assert lrn.p.poll() is None
+        client = ActorClient(address, timeout=20)
+        header = client.request("weights")[0]
+        client.close()
+        shapes = header["spec"]["obs_shapes"]
+        if obs_mode == "pixels":
+            assert "environment_state" not in shapes
+            assert {k: len(v) for k, v in shapes.items() if k.startswith("images.")} == {
+                "images.front": 3,
+                "images.wrist": 3,
+            }
     finally:
         act.kill()
         lrn.stop()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robotrl.env import OBS_MODE_HELP
 from robotrl.errors import RobotrlError
 from robotrl.rl.hil_episodes import (
     RewardSource,
@@ -31,7 +32,7 @@ class ActorConfig:
     teleop: str = field(
         default="sim-human", metadata={"help": "sim-human, spacemouse, keyboard, gamepad, none"}
     )
-    obs_mode: str = field(default="state", metadata={"help": "sim: state, pixels, state+pixels"})
+    obs_mode: str = field(default="state", metadata={"help": OBS_MODE_HELP})
     connect: str = field(default="tcp://127.0.0.1:5555", metadata={"help": "learner endpoint"})
     token: str = field(default="", metadata={"help": "shared secret (default: $ROBOTRL_HIL_TOKEN)"})
     reward: str = field(

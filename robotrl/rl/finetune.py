@@ -53,6 +53,10 @@ class FinetuneConfig:
     # (docs/results.md).
     scale: float = field(default=0.5, metadata={"help": "largest correction, normalized units"})
     hidden: int = field(default=256, metadata={"help": "width of the residual and critic MLPs"})
+    image_features: bool = field(
+        default=False,
+        metadata={"help": "a camera base: the residual also sees its encoder's image features"},
+    )
     gamma: float = field(default=0.99, metadata={"help": "discount"})
     lr: float = field(default=1e-3, metadata={"help": "actor learning rate"})
     critic_lr: float = field(default=1e-3, metadata={"help": "critic learning rate"})
@@ -80,7 +84,8 @@ class FinetuneConfig:
 
 
 # A resumed run must be the same experiment: these decide the networks and the data.
-SAME_RUN = ("base", "task", "algo", "envs", "hidden", "scale", "base_sampler", "base_steps")
+SAME_RUN = ("base", "task", "algo", "envs", "hidden", "scale", "base_sampler", "base_steps",
+            "image_features")  # fmt: skip
 
 
 class Counters(nn.Module):
@@ -257,5 +262,6 @@ def new_policy(cfg, squash: bool = False):
         hidden=cfg.hidden,
         squash=squash,
         init_log_std=cfg.init_log_std,
+        image_features=cfg.image_features,
         meta=metadata(cfg),
     )

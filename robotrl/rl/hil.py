@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from robotrl.env import OBS_MODE_HELP
 from robotrl.errors import RobotrlError
 from robotrl.rl.hil_episodes import (
     evaluate_and_log,
@@ -38,7 +39,7 @@ class HILConfig(LearnConfig):
         default="sim-human", metadata={"help": "sim-human, spacemouse, keyboard, gamepad, none"}
     )
     classifier: str = field(default="", metadata={"help": "reward classifier directory"})
-    obs_mode: str = field(default="state", metadata={"help": "sim: state, pixels, state+pixels"})
+    obs_mode: str = field(default="state", metadata={"help": OBS_MODE_HELP})
 
 
 def train(cfg: HILConfig, progress: bool = True) -> Path:

@@ -41,6 +41,7 @@ class ResidualConfig:
     hidden: int = 256
     squash: bool = False  # tanh-bounded (SAC) instead of clamped (PPO)
     init_log_std: float = -1.0  # PPO's state-independent exploration noise at the start
+    image_features: bool = False  # also sees the camera base's image features (detached)
     meta: dict = field(default_factory=dict)  # task, robot, algorithm, env steps trained
 
     def to_dict(self) -> dict:
@@ -110,9 +111,16 @@ class ResidualPolicy(nn.Module):
         # Held outside the module tree: frozen, and not part of this checkpoint's weights.
         self.__dict__["base"] = base.eval().requires_grad_(False)
         # The residual sees the base's non-image observations (a camera base: the robot's own
-        # state) and the base action; the base alone looks at the cameras.
+        # state), the base action and, with `image_features`, what the base's frozen encoder
+        # makes of the current camera frames (the object's whereabouts, without its pose).
         self.obs_keys = tuple(base.config.obs_keys)
+        self.image_keys = ()
         self.feature_dim = sum(base.config.obs_dims) + base.config.action_dim
+        if config.image_features:
+            if base.image_encoder is None:
+                raise RobotrlError("--image-features needs a base that sees cameras")
+            self.image_keys = tuple(base.config.image_keys)
+            self.feature_dim += base.image_encoder.out_dim
         self.actor = ResidualActor(
             self.feature_dim,
             base.config.action_dim,
@@ -146,6 +154,11 @@ class ResidualPolicy(nn.Module):
             for k, norm in zip(self.obs_keys, self.base.obs_norm)
         ]
         parts.append(self.base.action_norm.normalize(base_action.float()))
+        if self.image_keys:
+            frames = {k: torch.as_tensor(obs[k.removeprefix("observation.")])[:, None]
+                      for k in self.image_keys}  # fmt: skip
+            with torch.no_grad():
+                parts.append(self.base.image_encoder(frames)[:, 0])
         return torch.cat(parts, dim=-1).clamp(-OBS_CLAMP, OBS_CLAMP)
 
     def apply(self, base_action: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
@@ -165,6 +178,9 @@ class ResidualPolicy(nn.Module):
         """The action to execute for one env observation, given the base's action for it."""
         names = [k.removeprefix("observation.") for k in self.obs_keys]
         batch = {name: np.asarray(obs[name], np.float32)[None] for name in names}
+        for key in self.image_keys:
+            name = key.removeprefix("observation.")
+            batch[name] = np.asarray(obs[name])[None]
         action = torch.as_tensor(np.asarray(base_action, np.float32))[None]
         return self.correct_batch(batch, action)[0].numpy().astype(np.float64)
 
