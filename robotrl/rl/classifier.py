@@ -122,6 +122,10 @@ def accuracy(model: SuccessClassifier, features: dict, labels: np.ndarray) -> di
     predicted = torch.sigmoid(model.logits(features)).numpy() >= model.threshold
     return {
         "accuracy": float((predicted == labels).mean()),
+        # of the frames it calls successes, how many are (a false one ends an RL episode early
+        # with a reward it did not earn)
+        "precision": float(labels[predicted].mean()) if predicted.any() else float("nan"),
+        "recall": float(predicted[labels].mean()) if labels.any() else float("nan"),
         "true_positive_rate": float(predicted[labels].mean()) if labels.any() else float("nan"),
         "false_positive_rate": float(predicted[~labels].mean())
         if (~labels).any()
