@@ -3,6 +3,7 @@ concurrent inference, stale-action dropping, RTC's frozen prefix, and the watchd
 fault in a hold (or a stop) within two control periods."""
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -127,7 +128,11 @@ def reach_diffusion_policy():
 
 def test_loop_lateness_with_a_policy_inferring_concurrently():
     torch.set_num_threads(1)  # as deploy does: the other core is the loop's
-    loop, _, requests = make_loop("ensemble", steps=150, policy=reach_diffusion_policy())
+    # As on an arm (`deploy --realtime-sched`): where allowed, SCHED_FIFO keeps the tick on time
+    # while other jobs load every core; where not, the loop runs as before.
+    loop, _, requests = make_loop(
+        "ensemble", steps=150, policy=reach_diffusion_policy(), realtime_sched=True
+    )
     loop.run(1)
     loop.close()
     summary = loop.telemetry.summary(skip_ticks=1)
@@ -230,6 +235,9 @@ def test_realtime_scheduling_is_used_when_allowed_and_explained_when_not():
     for problem in loop.rt_problems:  # e.g. not root: one line saying what to grant
         assert "CAP_SYS_NICE" in problem or "memlock" in problem or "CPU" in problem
     assert os.sched_getscheduler(0) == os.SCHED_OTHER and os.sched_getaffinity(0) == cpus
+    status = Path("/proc/self/status").read_text().splitlines()
+    locked = next(x for x in status if x.startswith("VmLck:"))
+    assert locked.split()[1] == "0", f"memory still locked after the loop: {locked.strip()}"
 
 
 def test_an_env_that_paces_itself_is_not_paced_twice():

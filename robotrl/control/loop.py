@@ -138,9 +138,12 @@ def enable_realtime(priority: int = 80, cpu: int | None = None) -> list[str]:
 
 
 def restore_normal_scheduling(cpus: set[int] | None = None) -> None:
-    """Back to SCHED_OTHER (and to `cpus`, the affinity from before `enable_realtime`)."""
+    """Back to SCHED_OTHER, memory unlocked (and to `cpus`, the affinity from before
+    `enable_realtime`): a process that goes on after the loop does not keep its pages pinned."""
     with contextlib.suppress(PermissionError, OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).munlockall()
     if cpus:
         with contextlib.suppress(OSError, AttributeError):
             os.sched_setaffinity(0, cpus)
