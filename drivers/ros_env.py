@@ -184,14 +184,15 @@ class RosEnv(RobotEnv):
         deadline = time.monotonic() + 2.0
         while True:
             start = self.io.wait_joints(now(), timeout=0.2)
+            late: tuple[str, ...] = ("joint_states",)
             if start is not None:
-                cameras_ok = self.io.wait_images(start.stamp, max(0.0, deadline - time.monotonic()))
+                left = max(0.0, deadline - time.monotonic())
+                behind = self.io.wait_images(start.stamp, left)
                 obs, info = self._observe()
-                if not info["stale"] and cameras_ok:
+                late = info["stale"] or tuple(f"images.{name}" for name in behind)
+                if not late:
                     break
             if time.monotonic() > deadline:
-                late = info["stale"] if start is not None else ("joint_states",)
-                late = late or tuple(f"images.{c.name}" for c in self.cameras)
                 raise RobotrlError(f"reset: no fresh data from {', '.join(late)}")
         self.kin.set_joints(self._q)
         self.kin.reset()

@@ -6,8 +6,9 @@ Joint states are matched by name: our joints may come in any order, among joints
 ours, and a gripper on a driver of its own comes on that driver's topic.
 
 Callbacks run on the node's spin thread and only store (stamp, arrival time, payload) under a
-lock; `RosEnv` reads snapshots. A condition variable wakes a waiting `step` the moment a joint
-state arrives, so a tick returns the sample that follows it without polling.
+lock; `RosEnv` reads snapshots. A condition variable wakes a waiter the moment a sample arrives
+(a joint state, the sim's task state, a camera frame), so a tick returns the sample that
+follows it without polling.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class RosIO:
         self.cfg = cfg
         self.ros = RosNode(node_name)
         self.lock = threading.Lock()
-        self.joint_arrived = threading.Condition(self.lock)
+        self.arrived = threading.Condition(self.lock)  # notified on every stored sample
         self.joints: Sample | None = None  # the arm's joints, in config order
         self.gripper: Sample | None = None  # the gripper joint's position
         self.task: Sample | None = None
@@ -103,7 +104,7 @@ class RosIO:
         if not order or len(msg.position) != len(names):
             return  # another publisher's partial state, not ours at all, or malformed
         stamp, position = from_stamp(msg.header.stamp), msg.position
-        with self.joint_arrived:
+        with self.arrived:
             for kind, where in order.items():
                 pos = np.fromiter((position[i] for i in where), float, len(where))
                 if kind == "arm":
@@ -113,55 +114,57 @@ class RosIO:
                         self.gripper = Sample(stamp, received, float(pos[n]))
                 else:
                     self.gripper = Sample(stamp, received, float(pos[0]))
-            self.joint_arrived.notify_all()
+            self.arrived.notify_all()
 
     def _on_image(self, name: str, msg) -> None:
         sample = Sample(from_stamp(msg.header.stamp), now(), msg)  # decoded when used
-        with self.joint_arrived:
+        with self.arrived:
             self.images[name] = sample
-            self.joint_arrived.notify_all()
+            self.arrived.notify_all()
 
     def _on_task(self, msg) -> None:
         sample = Sample(from_stamp(msg.header.stamp), now(), (list(msg.name), list(msg.position)))
-        with self.joint_arrived:
+        with self.arrived:
             self.task = sample
-            self.joint_arrived.notify_all()
+            self.arrived.notify_all()
 
     # ---- reading ------------------------------------------------------------------------
     def wait_joints(self, after: float, timeout: float) -> Sample | None:
         """The first joint state that arrived after wall time `after`, waiting at most
         `timeout` s; the freshest one (possibly older) if none comes in time."""
         deadline = time.monotonic() + timeout
-        with self.joint_arrived:
+        with self.arrived:
             while self.joints is None or self.joints.received < after:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self.joint_arrived.wait(left)
+                self.arrived.wait(left)
             return self.joints
 
     def wait_task(self, stamp: float, timeout: float) -> None:
         """Wait (briefly) for the task state of the same sim instant as a joint state: the sim
         node publishes both per chunk, joint states first."""
         deadline = time.monotonic() + timeout
-        with self.joint_arrived:
+        with self.arrived:
             while self.task is None or self.task.stamp < stamp:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                self.joint_arrived.wait(left)
+                self.arrived.wait(left)
 
-    def wait_images(self, stamp: float, timeout: float) -> bool:
-        """Wait until every camera's newest frame was captured at `stamp` or later; False if
-        one has not within `timeout` s."""
+    def wait_images(self, stamp: float, timeout: float) -> tuple[str, ...]:
+        """Wait until every camera's newest frame was captured at `stamp` or later, at most
+        `timeout` s; returns the cameras still behind (empty when all caught up)."""
         deadline = time.monotonic() + timeout
-        with self.joint_arrived:
-            while any(s is None or s.stamp < stamp for s in self.images.values()):
+        with self.arrived:
+            while behind := tuple(
+                name for name, s in self.images.items() if s is None or s.stamp < stamp
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
-                self.joint_arrived.wait(left)
-            return True
+                    break
+                self.arrived.wait(left)
+            return behind
 
     def have(self, stream: str) -> bool:
         """Whether a first sample of `stream` (joint_states, gripper_state, environment_state,

@@ -120,13 +120,14 @@ def fit_classifier(features: dict, labels: np.ndarray, threshold: float = 0.5, s
 def accuracy(model: SuccessClassifier, features: dict, labels: np.ndarray) -> dict:
     labels = np.asarray(labels).astype(bool).reshape(-1)
     predicted = torch.sigmoid(model.logits(features)).numpy() >= model.threshold
+    recall = float(predicted[labels].mean()) if labels.any() else float("nan")
     return {
         "accuracy": float((predicted == labels).mean()),
         # of the frames it calls successes, how many are (a false one ends an RL episode early
         # with a reward it did not earn)
         "precision": float(labels[predicted].mean()) if predicted.any() else float("nan"),
-        "recall": float(predicted[labels].mean()) if labels.any() else float("nan"),
-        "true_positive_rate": float(predicted[labels].mean()) if labels.any() else float("nan"),
+        "recall": recall,
+        "true_positive_rate": recall,  # the same figure under its older name
         "false_positive_rate": float(predicted[~labels].mean())
         if (~labels).any()
         else float("nan"),
