@@ -148,18 +148,22 @@ def cmd_bench_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from robotrl.policies.distributed import ranks
     from robotrl.policies.train import TrainConfig, train
 
     run = train(config_from_args(TrainConfig, args))
-    print(f"trained {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
+    if ranks().main:  # under torchrun: one line, not one per process
+        print(f"trained {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
     return 0
 
 
 def cmd_distill(args) -> int:
     from robotrl.policies.distill import DistillConfig, distill
+    from robotrl.policies.distributed import ranks
 
     run = distill(config_from_args(DistillConfig, args))
-    print(f"distilled {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
+    if ranks().main:
+        print(f"distilled {run}: checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
     return 0
 
 

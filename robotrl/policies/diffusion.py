@@ -20,6 +20,7 @@ from torch import nn
 
 from robotrl.errors import RobotrlError
 from robotrl.policies.conditional_unet1d import ConditionalUnet1D
+from robotrl.policies.distributed import randint, randn
 from robotrl.policies.normalize import MinMaxNormalizer
 
 SCHEDULERS = ("ddpm", "ddim", "dpm")
@@ -191,8 +192,8 @@ class DiffusionPolicy(nn.Module):
         image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         actions = self.encode_actions(batch["action"].float(), batch)
-        noise = torch.randn(actions.shape, generator=generator)
-        steps = torch.randint(0, self.config.train_steps, (len(actions),), generator=generator)
+        noise = randn(actions.shape, generator)
+        steps = randint(0, self.config.train_steps, (len(actions),), generator)
         noisy = self.train_scheduler.add_noise(actions, noise, steps)
         predicted = self.net(noisy, steps, self.condition(batch, image_features))
         error = (predicted - noise) ** 2

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from robotrl.errors import RobotrlError
+from robotrl.policies.distributed import randint, randn, ranks
 from robotrl.policies.runs import LoopConfig, check_loop_config, ema_update, fit
 
 
@@ -143,8 +144,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
 
     def loss_fn(batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0 = student.encode_actions(batch["action"].float(), batch)
-        level = torch.randint(1, levels, (len(x0),), generator=generator)
-        z = torch.randn(x0.shape, generator=generator)
+        level = randint(1, levels, (len(x0),), generator)
+        z = randn(x0.shape, generator)
         x_hi = x0 + sigmas[level].view(-1, 1, 1) * z
         with torch.no_grad():  # the student's encoder: its train-time crops, once
             features = student.image_encoder(batch) if frozen else None
@@ -158,7 +159,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
         if cfg.dsm_weight:
             loss = loss + cfg.dsm_weight * student.loss(batch, generator, features)
         if cfg.sample_weight:
-            z = torch.randn(batch["action"].shape, generator=generator)
+            z = randn(batch["action"].shape, generator)
             distance = sample_distance(student, teacher, batch, z, features)
             loss = loss + cfg.sample_weight * distance
         return loss
@@ -168,8 +169,9 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
 
     check_loop_config(cfg)
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "distill_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if ranks().main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "distill_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     modules = {"target": target}
     fit(run, cfg, student, loss_fn, windows, modules, after_step, progress, fine_tune=True)
     return run

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from robotrl.errors import RobotrlError
+from robotrl.policies.distributed import min_over_ranks
 
 
 @dataclass
@@ -73,8 +74,10 @@ def fit(
     `clock` is the `time.monotonic()` a time budget counts from (None: now)."""
     import copy
 
+    from robotrl.policies import distributed
     from robotrl.policies.checkpoint import save_policy
 
+    ranks = distributed.ranks()
     ema = copy.deepcopy(model).requires_grad_(False)
     # the modules' parameters that require grad (an auxiliary head) train with the model
     extra = [p for m in (modules or {}).values() for p in m.parameters()]
@@ -83,30 +86,36 @@ def fit(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, cfg))
     rng = np.random.default_rng(cfg.seed)  # which windows each batch draws
     noise = torch.Generator().manual_seed(cfg.seed)  # diffusion noise and steps
+    rank_noise = distributed.ShardedGenerator(noise, ranks) if ranks.world > 1 else noise
+    ranks.share(cfg.batch_size)  # a global batch the ranks cannot split evenly fails here
+    step_loss = distributed.data_parallel(model, modules or {}, loss_fn, ranks)
     state_modules = {"model": model, "ema": ema, **(modules or {})}
     step = 0
     if (run / "state").is_dir():
         step = load_state(run / "state", state_modules, optimizer, schedule, rng, noise)
-        print(f"resuming {run} from step {step}")
-    run.mkdir(parents=True, exist_ok=True)
+        if ranks.main:
+            print(f"resuming {run} from step {step}", flush=True)
+    if ranks.main:
+        run.mkdir(parents=True, exist_ok=True)
     task, robot = model.config.meta.get("task"), model.config.meta.get("robot")
 
-    planner = BudgetPlanner(run, cfg, step, time.monotonic() if clock is None else clock)
+    planner = BudgetPlanner(run, cfg, step, time.monotonic() if clock is None else clock, ranks)
     bar = tqdm(
         total=None if cfg.steps == UNPLANNED else cfg.steps,
         initial=step,
         desc=f"{run.name}",
         unit="step",
-        disable=None if progress else True,
+        disable=None if progress and ranks.main else True,
     )
     started, losses = time.monotonic(), []
     model.train()
     while step < cfg.steps:
         if draw_weights is None:
-            batch = windows[rng.integers(0, len(windows), cfg.batch_size)]
+            drawn = rng.integers(0, len(windows), cfg.batch_size)
         else:
-            batch = windows[rng.choice(len(windows), cfg.batch_size, p=draw_weights)]
-        loss = loss_fn(batch, noise)
+            drawn = rng.choice(len(windows), cfg.batch_size, p=draw_weights)
+        batch = windows[ranks.shard(drawn, cfg.batch_size)]
+        loss = step_loss(batch, rank_noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -123,20 +132,24 @@ def fit(
         if planner.observe(step):
             bar.total = cfg.steps
             bar.refresh()
-            print(planner.summary, flush=True)
+            if ranks.main:
+                print(planner.summary, flush=True)
         bar.update(1)
         checkpoint = step % cfg.save_every == 0 or step == cfg.steps
-        if checkpoint:  # saved before anything that can fail after it (evaluation, plots)
+        if checkpoint and ranks.main:  # saved before anything that can fail after it
             save_policy(ema, run / "policy", {"step": step})
             save_state(run / "state", step, state_modules, optimizer, schedule, rng, noise)
         if step % 50 == 0 or checkpoint:
+            mean_loss = distributed.mean_over_ranks(float(np.mean(losses)), ranks)
+            losses = []
+            if not ranks.main:
+                continue
             record = {
                 "step": step,
-                "loss": float(np.mean(losses)),
+                "loss": mean_loss,
                 "lr": schedule.get_last_lr()[0],
                 "seconds": time.monotonic() - started,
             }
-            losses = []
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps) and task:
                 record["success"] = success_rate(ema, task, robot, cfg.eval_episodes)
                 if record["success"] is None:
@@ -146,7 +159,7 @@ def fit(
             )
             with open(run / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
-        if checkpoint:
+        if checkpoint and ranks.main:
             plot_curves(run)
     bar.close()
     return ema
@@ -161,8 +174,11 @@ class BudgetPlanner:
     """Sets `cfg.steps` from `cfg.minutes`: times steps PROBE, then plans the steps that fit
     in what is left of the budget, and keeps the plan in `run/plan.json` for a resumed run."""
 
-    def __init__(self, run: Path, cfg: LoopConfig, step: int, clock: float):
+    def __init__(self, run: Path, cfg: LoopConfig, step: int, clock: float, ranks=None):
+        from robotrl.policies.distributed import Ranks
+
         self.path, self.cfg, self.clock = run / "plan.json", cfg, clock
+        self.ranks = ranks or Ranks()
         self.summary, self.probe_started = "", None
         check_loop_config(cfg)
         if not cfg.minutes:
@@ -191,7 +207,15 @@ class BudgetPlanner:
         now = time.monotonic()
         per_step = (now - self.probe_started) / (self.probe[1] - self.probe[0])
         left = self.cfg.minutes * 60 - (now - self.clock)
-        self.cfg.steps = max(step + 1, step + int(PLAN_MARGIN * left / per_step))
+        steps = max(step + 1, step + int(PLAN_MARGIN * left / per_step))
+        # every rank must stop at the same step: the most cautious rank's plan
+        self.cfg.steps = min_over_ranks(steps, self.ranks)
+        self.summary = (
+            f"budget {self.cfg.minutes:g} min: {self.cfg.steps} steps at {per_step:.3f} s/step "
+            f"(--steps {self.cfg.steps} repeats this run)"
+        )
+        if not self.ranks.main:
+            return True
         plan = {
             "minutes": self.cfg.minutes,
             "steps": self.cfg.steps,
@@ -201,10 +225,6 @@ class BudgetPlanner:
         tmp = self.path.with_name("plan.json.tmp")
         tmp.write_text(json.dumps(plan, indent=2))
         os.replace(tmp, self.path)
-        self.summary = (
-            f"budget {self.cfg.minutes:g} min: {self.cfg.steps} steps at {per_step:.3f} s/step "
-            f"(--steps {self.cfg.steps} repeats this run)"
-        )
         return True
 
 

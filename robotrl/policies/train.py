@@ -21,6 +21,7 @@ import torch
 
 from robotrl.env import action_mode_of
 from robotrl.errors import RobotrlError
+from robotrl.policies.distributed import ranks
 from robotrl.policies.runs import LoopConfig, check_loop_config, fit
 
 OBS_KEYS = ("observation.state", "observation.environment_state")
@@ -177,8 +178,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     check_loop_config(cfg)
     run = Path(cfg.out)
     _check_same_run(run, cfg)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if ranks().main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     def loss_on_augmented(batch, noise):
         return model.loss(augment(batch), noise)
