@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,8 +87,8 @@ def _rank_pids(launcher_pid: int) -> dict[int, int]:
     found = {}
     for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
-            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            stat = open(f"/proc/{pid}/stat").read()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
