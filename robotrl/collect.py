@@ -55,6 +55,11 @@ class CollectConfig:
     env: str | None = field(
         default=None, metadata={"help": "ros:CONFIG records through a ROS 2 arm (RosEnv)"}
     )
+    ray: str | None = field(
+        default=None,
+        metadata={"help": "record on a Ray cluster (ADDRESS, auto, or local), one dataset "
+                  "per worker merged into --out (--teleop expert; extra [dist])"},
+    )  # fmt: skip
 
 
 @dataclass
@@ -68,101 +73,128 @@ class CollectSummary:
 
 
 def collect(cfg: CollectConfig) -> CollectSummary:
-    from robotrl.control import safe
-    from robotrl.data.recorder import Recorder
-    from robotrl.tasks import make, task_name
-    from robotrl.teleop import make_teleop, teleop_class
-    from robotrl.teleop.base import Event
+    if cfg.ray:
+        from robotrl.ray_episodes import collect_on_ray
 
-    if cfg.episodes < 1:
-        raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
-    if cfg.action_noise < 0:
-        raise RobotrlError(f"--action-noise must be >= 0, got {cfg.action_noise}")
-    if cfg.max_seconds is not None and not cfg.max_seconds > 0:
-        raise RobotrlError(f"--max-seconds must be positive, got {cfg.max_seconds}")
-    device_cls = _teleop_class(cfg.teleop) if cfg.teleop == "ros" else teleop_class(cfg.teleop)
-    human = cfg.teleop != "expert"
-    action_mode = device_cls.required_action_mode
-    if cfg.action_mode and action_mode and cfg.action_mode != action_mode:
-        raise RobotrlError(
-            f"the {cfg.teleop} device sends {action_mode} actions, not --action-mode "
-            f"{cfg.action_mode}"
-        )
-    action_mode = cfg.action_mode or action_mode
-    task_options = {}
-    if cfg.success_coverage is not None:
-        if task_name(cfg.task) != "PushT" or cfg.env:
-            raise RobotrlError("--success-coverage is a PushT option (sim only)")
-        task_options["success_coverage"] = cfg.success_coverage
-    if cfg.env:
-        env = _make_env(cfg, action_mode)
-    else:
-        env = make(
-            cfg.task,
-            robot=cfg.robot,
-            obs_mode=cfg.obs_mode,
-            realtime=human,
-            image_size=(cfg.image_size, cfg.image_size),
-            action_mode=action_mode,
-            **task_options,
-        )
-    # The device first: one that is missing or wrong must not leave a dataset behind.
-    try:
-        if cfg.teleop == "ros":
-            teleop = device_cls(env.robot)
-        else:
-            teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
-    except BaseException:
-        env.close()
-        raise
-    try:
-        recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
-    except BaseException:
-        teleop.close()
-        env.close()
-        raise
-    # Every command passes the safety layer before the recorder, so the dataset holds what
-    # the robot was actually sent (with --action-noise: what the device asked for).
-    guarded = safe(recorder)
-    for message in recorder.writer.messages:
+        return collect_on_ray(cfg)
+    session = CollectSession(cfg)
+    for message in session.recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)
-    status = StatusLine(cfg, recorder.writer.num_episodes)
+    status = StatusLine(cfg, session.recorder.writer.num_episodes)
     summary, start = CollectSummary(), time.monotonic()
     seed = cfg.seed
     try:
         while summary.saved < cfg.episodes and not summary.quit:
             if cfg.max_seconds and time.monotonic() - start > cfg.max_seconds:
                 break
-            status.resetting(summary)
-            obs, _ = guarded.reset(seed=seed)
-            teleop.reset()
-            noise = ActionNoise(cfg.action_noise, seed)
-            outcome, achieved = _run_episode(
-                guarded, recorder, teleop, obs, status, summary, Event, noise
-            )
-            if outcome == "rerecord":
-                recorder.discard_episode()
-                summary.discarded += 1
-                continue  # same seed again
-            seed += 1
-            if outcome == "quit":
-                recorder.discard_episode()
-                continue
-            if outcome == "failure" and not cfg.keep_failures:
-                recorder.discard_episode()
-                summary.discarded += 1
-                continue
-            recorder.save_episode(success=outcome == "success")
-            summary.saved += 1
-            summary.successes += outcome == "success"
-            if achieved is not None:
-                summary.achieved_fps.append(achieved)
+            outcome = session.record(seed, summary, status)
+            if outcome != "rerecord":
+                seed += 1  # a re-recorded episode runs the same seed again
     finally:
-        teleop.close()
-        recorder.close()
+        session.close()
         status.finish(summary)
     summary.wall_time_s = time.monotonic() - start
     return summary
+
+
+class CollectSession:
+    """The env, the device and the dataset of one `collect`, ready to record episodes (the
+    Ray collection runs one per worker)."""
+
+    def __init__(self, cfg: CollectConfig):
+        from robotrl.control import safe
+        from robotrl.data.recorder import Recorder
+        from robotrl.tasks import make, task_name
+        from robotrl.teleop import make_teleop, teleop_class
+
+        check_collect_config(cfg)
+        device_cls = _teleop_class(cfg.teleop) if cfg.teleop == "ros" else teleop_class(cfg.teleop)
+        human = cfg.teleop != "expert"
+        action_mode = device_cls.required_action_mode
+        if cfg.action_mode and action_mode and cfg.action_mode != action_mode:
+            raise RobotrlError(
+                f"the {cfg.teleop} device sends {action_mode} actions, not --action-mode "
+                f"{cfg.action_mode}"
+            )
+        action_mode = cfg.action_mode or action_mode
+        task_options = {}
+        if cfg.success_coverage is not None:
+            if task_name(cfg.task) != "PushT" or cfg.env:
+                raise RobotrlError("--success-coverage is a PushT option (sim only)")
+            task_options["success_coverage"] = cfg.success_coverage
+        if cfg.env:
+            env = _make_env(cfg, action_mode)
+        else:
+            env = make(
+                cfg.task,
+                robot=cfg.robot,
+                obs_mode=cfg.obs_mode,
+                realtime=human,
+                image_size=(cfg.image_size, cfg.image_size),
+                action_mode=action_mode,
+                **task_options,
+            )
+        # The device first: one that is missing or wrong must not leave a dataset behind.
+        try:
+            if cfg.teleop == "ros":
+                teleop = device_cls(env.robot)
+            else:
+                teleop = make_teleop(cfg.teleop, env, **_device_options(cfg))
+        except BaseException:
+            env.close()
+            raise
+        try:
+            recorder = Recorder(env, cfg.out, task=task_name(cfg.task), auto_save=False)
+        except BaseException:
+            teleop.close()
+            env.close()
+            raise
+        self.cfg, self.env, self.teleop, self.recorder = cfg, env, teleop, recorder
+        # Every command passes the safety layer before the recorder, so the dataset holds
+        # what the robot was actually sent (with --action-noise: what the device asked for).
+        self.guarded = safe(recorder)
+
+    def record(self, seed: int, summary: CollectSummary, status) -> str:
+        """One episode on `seed`, saved or discarded by its outcome (returned: success,
+        failure, rerecord or quit); `summary` counts it."""
+        from robotrl.teleop.base import Event
+
+        status.resetting(summary)
+        obs, _ = self.guarded.reset(seed=seed)
+        self.teleop.reset()
+        noise = ActionNoise(self.cfg.action_noise, seed)
+        outcome, achieved = _run_episode(
+            self.guarded, self.recorder, self.teleop, obs, status, summary, Event, noise
+        )
+        if (
+            outcome == "rerecord"
+            or outcome == "quit"
+            or (outcome == "failure" and not self.cfg.keep_failures)
+        ):
+            self.recorder.discard_episode()
+            summary.discarded += outcome != "quit"
+            return outcome
+        self.recorder.save_episode(success=outcome == "success")
+        summary.saved += 1
+        summary.successes += outcome == "success"
+        if achieved is not None:
+            summary.achieved_fps.append(achieved)
+        return outcome
+
+    def close(self) -> None:
+        try:
+            self.teleop.close()
+        finally:
+            self.recorder.close()
+
+
+def check_collect_config(cfg: CollectConfig) -> None:
+    if cfg.episodes < 1:
+        raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
+    if cfg.action_noise < 0:
+        raise RobotrlError(f"--action-noise must be >= 0, got {cfg.action_noise}")
+    if cfg.max_seconds is not None and not cfg.max_seconds > 0:
+        raise RobotrlError(f"--max-seconds must be positive, got {cfg.max_seconds}")
 
 
 def _teleop_class(name: str):

@@ -214,6 +214,7 @@ def cmd_eval(args) -> int:
         video=args.video,
         progress=not args.json,
         workers=args.workers or os.cpu_count() or 1,
+        ray=args.ray,
     )
     if args.json:
         print(json.dumps(result))
@@ -336,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="processes sharing the episodes (same figures for any number; 0: one per core)",
+    )
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="share the episodes over a Ray cluster instead (ADDRESS, auto, or local; same "
+        "figures as --workers; extra [dist])",
     )
     p.add_argument("--sampler", default=None, choices=("ddpm", "ddim", "dpm"))
     p.add_argument("--steps", type=int, default=None, help="sampling steps (network evals)")

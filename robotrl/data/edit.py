@@ -20,10 +20,28 @@ PER_EPISODE_KEYS = ("success", "intervention_frames", "achieved_fps", "below_nom
 def merge(sources: list[str | Path], out: str | Path, keep=None) -> Path:
     """Write every episode of `sources`, in order, to a new dataset `out`.
     `keep(source_index, episode_index) -> bool` filters episodes."""
+    datasets = [Dataset(s) for s in sources]
+    picks = [
+        (s, i)
+        for s, dataset in enumerate(datasets)
+        for i in range(dataset.num_episodes)
+        if keep is None or keep(s, i)
+    ]
+    return _write_episodes(datasets, picks, out)
+
+
+def merge_episodes(picks: list[tuple[str | Path, int]], out: str | Path) -> Path:
+    """The episodes `picks` ((dataset directory, episode index) pairs), in that order, as a
+    new dataset `out`."""
+    roots = list(dict.fromkeys(Path(root) for root, _ in picks))
+    datasets = [Dataset(root) for root in roots]
+    return _write_episodes(datasets, [(roots.index(Path(r)), i) for r, i in picks], out)
+
+
+def _write_episodes(datasets: list[Dataset], picks: list[tuple[int, int]], out) -> Path:
     out = Path(out)
     if out.exists():
         raise DatasetError(f"{out} already exists: choose a new --out")
-    datasets = [Dataset(s) for s in sources]
     first = datasets[0]
     for other in datasets[1:]:
         layout.check_same_features(first.features, other.features, other.root)
@@ -33,15 +51,22 @@ def merge(sources: list[str | Path], out: str | Path, keep=None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         writer = DatasetWriter(tmp, first.features, first.fps, first.info.get("robot_type", ""))
-        for s, dataset in enumerate(datasets):
-            for i in range(dataset.num_episodes):
-                if keep is None or keep(s, i):
-                    _copy_episode(dataset, i, writer)
+        for s, i in picks:
+            _copy_episode(datasets[s], i, writer)
         os.replace(tmp, out)
     except BaseException:  # a source that fails halfway leaves no half-written dataset
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def swap_in(new: Path, root: Path) -> None:
+    """Put the dataset `new` in the place of `root` (the original kept as .old until the
+    new one is in place)."""
+    old = root.with_name(root.name + ".old")
+    os.replace(root, old)
+    os.replace(new, root)
+    shutil.rmtree(old)
 
 
 def drop(root: str | Path, episodes: set[int], out: str | Path | None = None) -> Path:
@@ -53,11 +78,8 @@ def drop(root: str | Path, episodes: set[int], out: str | Path | None = None) ->
         raise DatasetError(f"no episode {unknown[0]} in {root} ({dataset.num_episodes} episodes)")
     target = Path(out) if out else root.with_name(root.name + ".edited")
     merge([root], target, keep=lambda _, i: i not in episodes)
-    if out is None:  # swap: original kept as .old until the new one is in place
-        old = root.with_name(root.name + ".old")
-        os.replace(root, old)
-        os.replace(target, root)
-        shutil.rmtree(old)
+    if out is None:
+        swap_in(target, root)
         target = root
     return target
 

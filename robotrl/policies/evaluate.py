@@ -29,11 +29,18 @@ def evaluate(
     video: str | None = None,
     progress: bool = True,
     workers: int = 1,
+    ray: str | None = None,
 ) -> dict:
     from robotrl.tasks import make
 
     if workers < 1:
         raise RobotrlError(f"--workers must be at least 1, got {workers}")
+    if ray:
+        if video:
+            raise RobotrlError("--video records in this process: drop --ray to record one")
+        from robotrl.ray_episodes import evaluate_on_ray
+
+        return evaluate_on_ray(policy, task, robot, episodes, seed, progress, ray)
     if workers > 1 and episodes > 1 and not video:
         return _evaluate_in_processes(policy, task, robot, episodes, seed, progress, workers)
 
@@ -104,8 +111,7 @@ def _evaluate_in_processes(policy, task, robot, episodes, seed, progress, worker
     from robotrl.policies.checkpoint import save_policy
 
     start = time.perf_counter()
-    per_batch = max(1, episodes // (4 * workers))
-    batches = [(first, min(per_batch, episodes - first)) for first in range(0, episodes, per_batch)]
+    batches = batches_of(episodes, workers)
     with tempfile.TemporaryDirectory(prefix="robotrl-eval-") as tmp:
         save_policy(policy, f"{tmp}/policy")
         with ProcessPoolExecutor(
@@ -124,6 +130,12 @@ def _evaluate_in_processes(policy, task, robot, episodes, seed, progress, worker
                 bar.update(parts[-1]["episodes"])
             bar.close()
     return merge_summaries(parts, time.perf_counter() - start)
+
+
+def batches_of(episodes: int, workers: int) -> list[tuple[int, int]]:
+    """(first episode, count) batches: about four per worker, so the last ones balance."""
+    per_batch = max(1, episodes // (4 * workers))
+    return [(first, min(per_batch, episodes - first)) for first in range(0, episodes, per_batch)]
 
 
 _worker_policy = None

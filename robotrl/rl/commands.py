@@ -1,4 +1,4 @@
-"""CLI of RL fine-tuning: `robotrl finetune residual`. `register` adds it to the top-level
+"""CLI of RL fine-tuning: `robotrl finetune residual` and `robotrl finetune dppo`. `register` adds it to the top-level
 subparsers of `robotrl.cli.main.build_parser`."""
 
 from __future__ import annotations
@@ -25,6 +25,30 @@ def finetune(cfg: FinetuneConfig) -> Path:
     return run.dir
 
 
+def finetune_dppo(cfg) -> Path:
+    """DPPO on the diffusion policy `cfg.base`; returns the run directory."""
+    import torch
+
+    from robotrl.errors import RobotrlError
+    from robotrl.rl.dppo import SAME_RUN, train
+    from robotrl.rl.finetune import Run
+
+    torch.set_num_threads(max(1, cfg.threads))
+    run = Run(cfg, algos=("dppo",), same_run=SAME_RUN)
+    if run.base.kind != "diffusion":
+        raise RobotrlError(f"DPPO fine-tunes a diffusion policy; {cfg.base} is {run.base.kind}")
+    train(run)
+    return run.dir
+
+
+def cmd_finetune_dppo(args) -> int:
+    from robotrl.rl.dppo import DPPOConfig
+
+    run = finetune_dppo(config_from_args(DPPOConfig, args))
+    print(f"fine-tuned {run}: diffusion checkpoint {run / 'policy'}, curves {run / 'curves.png'}")
+    return 0
+
+
 def cmd_finetune_residual(args) -> int:
     run = finetune(config_from_args(FinetuneConfig, args))
     print(
@@ -44,3 +68,10 @@ def register(sub) -> None:
     )
     add_config_args(p, FinetuneConfig)
     p.set_defaults(func=cmd_finetune_residual)
+    from robotrl.rl.dppo import DPPOConfig
+
+    p = what.add_parser(
+        "dppo", help="DPPO: PPO on the diffusion policy's own denoising chain (resumes)"
+    )
+    add_config_args(p, DPPOConfig)
+    p.set_defaults(func=cmd_finetune_dppo)

@@ -106,7 +106,10 @@ class Counters(nn.Module):
 class Run:
     """The run directory of one fine-tuning run."""
 
-    def __init__(self, cfg: FinetuneConfig):
+    def __init__(self, cfg: FinetuneConfig, algos=ALGOS, same_run=SAME_RUN):
+        """`cfg`: a `FinetuneConfig` or another algorithm's config with its fields of the
+        run (base, task, robot, out, envs, steps, eval_episodes, algo); `same_run`: the
+        fields a resumed run must keep."""
         from robotrl.policies.checkpoint import load_policy
         from robotrl.tasks import task_name
 
@@ -114,8 +117,8 @@ class Run:
             raise RobotrlError("--base is required: a policy checkpoint or training run")
         if not Path(cfg.base).exists():
             raise RobotrlError(f"no base policy at {cfg.base}")
-        if cfg.algo not in ALGOS:
-            raise RobotrlError(f"unknown algorithm '{cfg.algo}': choose {', '.join(ALGOS)}")
+        if cfg.algo not in algos:
+            raise RobotrlError(f"unknown algorithm '{cfg.algo}': choose {', '.join(algos)}")
         if cfg.envs < 1 or cfg.steps < 1:
             raise RobotrlError("--envs and --steps must be at least 1")
         base = load_policy(cfg.base)  # one line if it is not a policy checkpoint
@@ -128,7 +131,7 @@ class Run:
         cfg.task = task_name(task)  # an unknown task fails here, in one line
         cfg.robot = cfg.robot or meta.get("robot") or "panda"
         cfg.base = str(Path(cfg.base).resolve())
-        self.cfg, self.base = cfg, base
+        self.cfg, self.base, self.same_run = cfg, base, same_run
         self.dir = Path(cfg.out)
         self.resuming = (self.dir / "state").is_dir()
         self._check_same_run()
@@ -141,7 +144,7 @@ class Run:
         if not self.resuming or not saved.is_file():
             return
         before = json.loads(saved.read_text())
-        changed = [k for k in SAME_RUN if before.get(k) != getattr(self.cfg, k)]
+        changed = [k for k in self.same_run if before.get(k) != getattr(self.cfg, k)]
         if changed:
             raise RobotrlError(
                 f"{self.dir} holds a run with different {', '.join(changed)}; "

@@ -83,11 +83,15 @@ class BatchedBase:
                 k: torch.as_tensor(np.stack([[f[k] for f in self.history[i]] for i in dry]))
                 for k in self.keys
             }
-            chunks = self.policy.predict_chunk(window, generator=self.generator).numpy()
+            chunks = self.plan(window, dry).numpy()
             for i, chunk in zip(dry, chunks):
                 self.queues[i].extend(chunk[: self.n_exec])
             self.chunks_planned += len(dry)
         return np.stack([q.popleft() for q in self.queues])
+
+    def plan(self, window: dict, envs: list[int]) -> torch.Tensor:
+        """Chunks [len(envs), H, A] for the observation windows of `envs` whose queues ran dry."""
+        return self.policy.predict_chunk(window, generator=self.generator)
 
 
 def ended(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
