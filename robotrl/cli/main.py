@@ -192,7 +192,11 @@ def cmd_eval(args) -> int:
         )
     if args.sampler or args.steps:
         policy.set_sampler(args.sampler or "ddim", args.steps or policy.sampler_steps)
-    if args.candidates:
+    if args.value:
+        from robotrl.rl.value_guided import ValueGuidedPolicy
+
+        policy = ValueGuidedPolicy.build(args.policy, args.value, args.candidates or 8)
+    elif args.candidates:
         policy.config.candidates = args.candidates
     if args.warm_sigma is not None:
         if policy.kind != "consistency":
@@ -352,7 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="chunks sampled per plan; the one continuing the last chunk best is executed "
-        "(a consistency policy warm-starts instead unless --warm-sigma 0)",
+        "(a consistency policy warm-starts instead unless --warm-sigma 0); with --value: the "
+        "one the critic ranks highest (default 8)",
+    )
+    p.add_argument(
+        "--value",
+        default=None,
+        metavar="RUN",
+        help="a `finetune value` run: its critic picks among --candidates chunks (IDQL/V-GPS)",
     )
     p.add_argument(
         "--warm-sigma",

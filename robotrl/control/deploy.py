@@ -33,6 +33,11 @@ class DeployConfig:
         metadata={"help": "sim:TASK or ros:CONFIG; None: sim and the policy's task"},
     )
     robot: str | None = field(default=None, metadata={"help": "sim arm; None: the policy's"})
+    value: str | None = field(
+        default=None,
+        metadata={"help": "a `finetune value` run: its critic picks among --candidates chunks"},
+    )
+    candidates: int = field(default=8, metadata={"help": "with --value: chunks per plan"})
     hz: float | None = field(
         default=None, metadata={"help": "control rate, Hz; None: the policy's"}
     )
@@ -122,6 +127,14 @@ def deploy(cfg: DeployConfig) -> dict:
             f"--rtc-guidance {cfg.rtc_guidance!r}: choose {' or '.join(RTC_GUIDANCE)}"
         )
     policy = load_policy(cfg.policy).eval()
+    if cfg.value:
+        from robotrl.rl.value_guided import ValueGuidedPolicy
+
+        if cfg.strategy == "rtc":
+            raise RobotrlError(
+                "--value picks whole chunks: use --strategy sync, receding or ensemble"
+            )
+        policy = ValueGuidedPolicy.build(cfg.policy, cfg.value, cfg.candidates)
     meta = policy.config.meta or {}
     spec = cfg.env or f"sim:{meta.get('task', 'PushT')}"
     kind, _ = parse_env_spec(spec)

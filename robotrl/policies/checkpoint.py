@@ -32,6 +32,8 @@ POLICY_KINDS: dict[str, tuple[str, str, str]] = {
     "consistency": ("robotrl.policies.consistency", "ConsistencyPolicy", "ConsistencyConfig"),
     # a residual loads its frozen base from config["base"], through this loader again
     "residual": ("robotrl.rl.residual", "ResidualPolicy", "ResidualConfig"),
+    # a diffusion policy steered by a critic; its base loads from config["base"] too
+    "value_guided": ("robotrl.rl.value_guided", "ValueGuidedPolicy", "ValueGuidedConfig"),
 }
 
 

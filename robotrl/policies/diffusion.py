@@ -230,9 +230,10 @@ class DiffusionPolicy(nn.Module):
         self._actions: deque = deque()
         self._last_chunk: torch.Tensor | None = None
 
-    def select_action(self, obs: dict) -> np.ndarray:
+    def select_action(self, obs: dict, plan=None) -> np.ndarray:
         """One action for an env observation (keys without `observation.`); plans a chunk
-        when the queue is empty and executes `n_action_steps` of it (receding horizon)."""
+        when the queue is empty and executes `n_action_steps` of it (receding horizon).
+        `plan(window) -> chunk [H, A]` replaces `self.plan` (a wrapper's sampler)."""
         frame = {
             k: torch.as_tensor(np.asarray(obs[k.removeprefix("observation.")], np.float32))
             for k in self.config.obs_keys
@@ -244,7 +245,7 @@ class DiffusionPolicy(nn.Module):
         self._obs_history.append(frame)
         if not self._actions:
             window = {k: torch.stack([f[k] for f in self._obs_history])[None] for k in frame}
-            chunk = self.plan(window)
+            chunk = (plan or self.plan)(window)
             self._actions.extend(chunk[: self.config.n_action_steps].numpy())
         return self._actions.popleft()
 

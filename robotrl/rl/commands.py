@@ -49,6 +49,14 @@ def cmd_finetune_dppo(args) -> int:
     return 0
 
 
+def cmd_finetune_value(args) -> int:
+    from robotrl.rl.value import ValueConfig, train_value
+
+    run = train_value(config_from_args(ValueConfig, args))
+    print(f"trained {run}: critic {run / 'critic'}; use it with eval --value {run}")
+    return 0
+
+
 def cmd_finetune_residual(args) -> int:
     run = finetune(config_from_args(FinetuneConfig, args))
     print(
@@ -75,3 +83,10 @@ def register(sub) -> None:
     )
     add_config_args(p, DPPOConfig)
     p.set_defaults(func=cmd_finetune_dppo)
+    from robotrl.rl.value import ValueConfig
+
+    p = what.add_parser(
+        "value", help="an IQL critic on a diffusion policy's chunks, for eval/deploy --value"
+    )
+    add_config_args(p, ValueConfig)
+    p.set_defaults(func=cmd_finetune_value)

@@ -5,8 +5,9 @@ each DDIM step becomes a Gaussian policy of the inner, denoising MDP:
     x_{k-1} ~ N(mu_theta(x_k, t_k, obs), std^2),
 mu the deterministic DDIM update (eta = 0, x0 clipped to [-1, 1], exactly what `eval` and
 `deploy` run) and `std` a fixed exploration noise (its standard normal clipped at +-3, as
-DPPO's clipped denoising noise). The chain's log-likelihood is the sum of its steps' Gaussian
-log-densities; the last `finetune_steps` steps are trained, earlier ones run the frozen base.
+DPPO's clipped denoising noise). Each step's log-likelihood is its Gaussian log-density per chunk
+entry (DPPO's mean over the entries); the last `finetune_steps` steps are trained, earlier ones
+run the frozen base.
 The deployed policy is the mean chain: the saved checkpoint is a plain diffusion policy.
 
 Environment MDP: one decision per chunk (the base's `n_action_steps` actions executed, every
@@ -122,8 +123,11 @@ class Chain(nn.Module):
         )
 
     def log_prob(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The Gaussian log-density of step `mean -> x`, averaged over the chunk's H x A
+        entries as DPPO does: summed, a small move of the mean multiplies the ratio by
+        e^(dims * ...) and the clip zeroes nearly every gradient."""
         var = self.std**2
-        return (-((x - mean) ** 2) / (2 * var) - 0.5 * np.log(2 * np.pi * var)).sum((1, 2))
+        return (-((x - mean) ** 2) / (2 * var) - 0.5 * np.log(2 * np.pi * var)).mean((1, 2))
 
     def actions(self, chain: torch.Tensor, window: dict) -> torch.Tensor:
         """Env actions [B, H, A] of chains: their last element, clipped and unnormalized."""
@@ -169,6 +173,8 @@ def update(chain: Chain, critic, value_norm, optimizer, batch: dict, cfg, rng) -
     """`cfg.epochs` passes of the clipped surrogate on every trained denoising step's ratio
     and the critic's loss, over shuffled minibatches of decisions."""
     policy, size = chain.policy, len(batch["advantages"])
+    advantages = batch["advantages"]  # normalized over the whole rollout: any minibatch size
+    batch = {**batch, "advantages": (advantages - advantages.mean()) / (advantages.std() + 1e-8)}
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats = {"pg_loss": [], "v_loss": [], "kl": [], "clipfrac": []}
     for _ in range(cfg.epochs):
@@ -179,8 +185,7 @@ def update(chain: Chain, critic, value_norm, optimizer, batch: dict, cfg, rng) -
             cond = policy.condition({k: v[mb] for k, v in batch["windows"].items()})
             log_ratio = chain.log_probs(batch["chains"][mb], cond) - batch["logps"][mb]
             ratio = log_ratio.exp()
-            adv = batch["advantages"][mb]
-            adv = ((adv - adv.mean()) / (adv.std() + 1e-8))[:, None]
+            adv = batch["advantages"][mb][:, None]
             pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
             value = critic(cond.detach()).squeeze(-1)
             v_loss = 0.5 * (value - batch["targets"][mb]).pow(2).mean()
