@@ -73,10 +73,8 @@ class CollectSummary:
 
 
 def collect(cfg: CollectConfig) -> CollectSummary:
-    if cfg.ray:
-        from robotrl.ray_episodes import collect_on_ray
-
-        return collect_on_ray(cfg)
+    if cfg.ray:  # the CLI sends these to ray_episodes.collect_on_ray
+        raise RobotrlError("collect(cfg) records here: call ray_episodes.collect_on_ray(cfg)")
     session = CollectSession(cfg)
     for message in session.recorder.writer.messages:
         print(f"robotrl: {message}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Episodes on a Ray cluster: `eval --ray` and `collect --teleop expert --ray` (extra `[dist]`).
+"""Episodes on a Ray cluster: `collect --teleop expert --ray` here, and the connection that
+`eval --ray` (`policies/evaluate.py`) shares (extra `[dist]`).
 
 `--ray` takes a cluster address (`ray://host:10001` or `host:6379`), `auto` (the cluster this
 machine belongs to, e.g. after `ray start --head`), or `local` (a Ray instance started here
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,53 +53,6 @@ def connect(address: str):
 
 def worker_count(ray) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-# ---- eval ----------------------------------------------------------------------------------
-def evaluate_on_ray(policy, task, robot, episodes, seed, progress, address) -> dict:
-    """`evaluate` with the episodes spread over a Ray cluster's CPUs in small batches."""
-    from robotrl.policies.checkpoint import save_policy
-    from robotrl.policies.evaluate import batches_of, merge_summaries
-
-    start = time.perf_counter()
-    ray = connect(address)
-    with tempfile.TemporaryDirectory(prefix="robotrl-eval-") as tmp:
-        save_policy(policy, f"{tmp}/policy")
-        files = {p.name: p.read_bytes() for p in Path(tmp, "policy").iterdir() if p.is_file()}
-    checkpoint = ray.put(files)
-    run_batch = ray.remote(num_cpus=1, max_retries=3)(_evaluate_batch)
-    jobs = [
-        run_batch.remote(checkpoint, task, robot, n, seed + first)
-        for first, n in batches_of(episodes, worker_count(ray))
-    ]
-    bar = tqdm(total=episodes, desc=f"{task} (ray)", unit="ep", disable=None if progress else True)
-    parts = []
-    for job in jobs:  # in episode order
-        parts.append(ray.get(job))
-        bar.update(parts[-1]["episodes"])
-    bar.close()
-    return merge_summaries(parts, time.perf_counter() - start)
-
-
-_policies: dict = {}  # checkpoint -> policy, per worker process
-
-
-def _evaluate_batch(files: dict, task: str, robot: str, episodes: int, seed: int) -> dict:
-    import hashlib
-
-    import torch
-
-    from robotrl.policies.checkpoint import load_policy
-    from robotrl.policies.evaluate import evaluate
-
-    key = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()
-    if key not in _policies:
-        torch.set_num_threads(1)  # one CPU per task
-        with tempfile.TemporaryDirectory(prefix="robotrl-policy-") as tmp:
-            for name, data in files.items():
-                Path(tmp, name).write_bytes(data)
-            _policies[key] = load_policy(tmp).eval()
-    return evaluate(_policies[key], task, robot, episodes, seed, progress=False)
 
 
 # ---- collect -------------------------------------------------------------------------------

@@ -80,7 +80,13 @@ def cmd_bench_sim(args) -> int:
 def cmd_collect(args) -> int:
     from robotrl.collect import CollectConfig, collect
 
-    summary = collect(config_from_args(CollectConfig, args))
+    cfg = config_from_args(CollectConfig, args)
+    if cfg.ray:
+        from robotrl.ray_episodes import collect_on_ray
+
+        summary = collect_on_ray(cfg)
+    else:
+        summary = collect(cfg)
     fps = f", median {np.median(summary.achieved_fps):.1f} fps" if summary.achieved_fps else ""
     print(
         f"saved {summary.saved} episodes ({summary.successes} successful) to {args.out}, "

@@ -38,9 +38,7 @@ def evaluate(
     if ray:
         if video:
             raise RobotrlError("--video records in this process: drop --ray to record one")
-        from robotrl.ray_episodes import evaluate_on_ray
-
-        return evaluate_on_ray(policy, task, robot, episodes, seed, progress, ray)
+        return _evaluate_on_ray(policy, task, robot, episodes, seed, progress, ray)
     if workers > 1 and episodes > 1 and not video:
         return _evaluate_in_processes(policy, task, robot, episodes, seed, progress, workers)
 
@@ -136,6 +134,56 @@ def batches_of(episodes: int, workers: int) -> list[tuple[int, int]]:
     """(first episode, count) batches: about four per worker, so the last ones balance."""
     per_batch = max(1, episodes // (4 * workers))
     return [(first, min(per_batch, episodes - first)) for first in range(0, episodes, per_batch)]
+
+
+def _evaluate_on_ray(policy, task, robot, episodes, seed, progress, address) -> dict:
+    """`evaluate` with the episodes spread over a Ray cluster's CPUs in small batches; the
+    policy travels as its checkpoint's files through Ray's object store (never a pickle of
+    the policy, never a path the nodes must share), and Ray re-runs a batch whose worker died."""
+    from pathlib import Path
+
+    from robotrl.policies.checkpoint import save_policy
+    from robotrl.ray_episodes import connect, worker_count
+
+    start = time.perf_counter()
+    ray = connect(address)
+    with tempfile.TemporaryDirectory(prefix="robotrl-eval-") as tmp:
+        save_policy(policy, f"{tmp}/policy")
+        files = {p.name: p.read_bytes() for p in Path(tmp, "policy").iterdir() if p.is_file()}
+    checkpoint = ray.put(files)
+    run_batch = ray.remote(num_cpus=1, max_retries=3)(_evaluate_files)
+    jobs = [
+        run_batch.remote(checkpoint, task, robot, n, seed + first)
+        for first, n in batches_of(episodes, worker_count(ray))
+    ]
+    bar = tqdm(total=episodes, desc=f"{task} (ray)", unit="ep", disable=None if progress else True)
+    parts = []
+    for job in jobs:  # in episode order
+        parts.append(ray.get(job))
+        bar.update(parts[-1]["episodes"])
+    bar.close()
+    return merge_summaries(parts, time.perf_counter() - start)
+
+
+_ray_policies: dict = {}  # checkpoint digest -> policy, per Ray worker process
+
+
+def _evaluate_files(files: dict, task: str, robot: str, episodes: int, seed: int) -> dict:
+    import hashlib
+    from pathlib import Path
+
+    import torch
+
+    from robotrl.policies.checkpoint import load_policy
+
+    key = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()
+    if key not in _ray_policies:
+        torch.set_num_threads(1)  # one CPU per task
+        with tempfile.TemporaryDirectory(prefix="robotrl-policy-") as tmp:
+            for name, data in files.items():
+                Path(tmp, name).write_bytes(data)
+            _ray_policies[key] = load_policy(tmp).eval()
+    return evaluate(_ray_policies[key], task, robot, episodes, seed, progress=False)
 
 
 _worker_policy = None
