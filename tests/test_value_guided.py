@@ -84,3 +84,15 @@ def test_a_critic_for_another_policy_is_refused(base_and_critic, reach_data, tmp
     other = train(cfg, progress=False)
     with pytest.raises(RobotrlError, match="was trained for the policy"):
         ValueGuidedPolicy.build(str(other), str(run), candidates=4)
+
+
+def test_deploy_runs_the_value_guided_policy_in_its_inference_process(base_and_critic, capsys):
+    from robotrl.cli.main import main
+
+    base, run = base_and_critic
+    argv = ["deploy", "--policy", str(base), "--value", str(run), "--env", "sim:Reach"]
+    assert main(argv) == 2  # rtc inpaints a chunk, which one critic pick cannot
+    assert "--value picks whole chunks" in capsys.readouterr().err
+    code = main([*argv, "--strategy", "receding", "--episodes", "1", "--plot", "", "--no-status"])
+    out = capsys.readouterr().out
+    assert code == 0 and "sim:Reach, strategy receding" in out and "chunks 0," not in out

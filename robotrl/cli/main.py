@@ -201,7 +201,7 @@ def cmd_eval(args) -> int:
     if args.value:
         from robotrl.rl.value_guided import ValueGuidedPolicy
 
-        policy = ValueGuidedPolicy.build(args.policy, args.value, args.candidates or 8)
+        policy = ValueGuidedPolicy.build(args.policy, args.value, args.candidates or 8, policy)
     elif args.candidates:
         policy.config.candidates = args.candidates
     if args.warm_sigma is not None:

@@ -134,7 +134,7 @@ def deploy(cfg: DeployConfig) -> dict:
             raise RobotrlError(
                 "--value picks whole chunks: use --strategy sync, receding or ensemble"
             )
-        policy = ValueGuidedPolicy.build(cfg.policy, cfg.value, cfg.candidates)
+        policy = ValueGuidedPolicy.build(cfg.policy, cfg.value, cfg.candidates, policy)
     meta = policy.config.meta or {}
     spec = cfg.env or f"sim:{meta.get('task', 'PushT')}"
     kind, _ = parse_env_spec(spec)
@@ -180,7 +180,8 @@ def deploy(cfg: DeployConfig) -> dict:
         infer = policy_inference(policy, cfg.seed)
         worker = VirtualTimeWorker(infer, clock, delay_s=cfg.inference_delay)
     elif cfg.inference == "process":
-        worker = ProcessInferenceWorker(cfg.policy, cfg.inference_delay, cfg.threads, cfg.seed)
+        checkpoint = _checkpoint_for_worker(policy) if cfg.value else cfg.policy
+        worker = ProcessInferenceWorker(checkpoint, cfg.inference_delay, cfg.threads, cfg.seed)
     else:
         worker = InferenceWorker(policy_inference(policy, cfg.seed), delay_s=cfg.inference_delay)
     status = StatusLine(cfg.episodes) if cfg.status else None
@@ -239,6 +240,19 @@ def _every(watchers: list):
             watcher(record, loop)
 
     return on_tick
+
+
+def _checkpoint_for_worker(policy) -> str:
+    """`policy` saved where the inference process can load it (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from robotrl.policies.checkpoint import save_policy
+
+    tmp = tempfile.mkdtemp(prefix="robotrl-deploy-")
+    atexit.register(shutil.rmtree, tmp, True)
+    return str(save_policy(policy, Path(tmp) / "policy"))
 
 
 def _title(summary: dict) -> str:

@@ -62,12 +62,13 @@ class ValueGuidedPolicy(nn.Module):
         self.critic = critic if critic is not None else ChunkCritic(CriticConfig(**config.critic))
 
     @classmethod
-    def build(cls, base_path: str, value_run: str, candidates: int) -> ValueGuidedPolicy:
-        """The base at `base_path` steered by the critic of the `finetune value` run."""
+    def build(cls, base_path: str, value_run: str, candidates: int, base=None):
+        """The base at `base_path` (or `base`, loaded from there, its sampler as set) steered
+        by the critic of the `finetune value` run."""
         from robotrl.policies.checkpoint import load_policy
 
         critic, meta = load_critic(value_run)
-        base = load_policy(base_path)
+        base = base if base is not None else load_policy(base_path)
         trained_on = meta.get("base")
         if trained_on and checkpoint_dir(trained_on) != checkpoint_dir(base_path):
             raise RobotrlError(
@@ -76,6 +77,7 @@ class ValueGuidedPolicy(nn.Module):
         config = ValueGuidedConfig(
             str(checkpoint_dir(base_path)), critic.config.to_dict(), candidates
         )
+        config.base_sampler, config.base_steps = base.config.sampler, base.sampler_steps
         return cls(config, base, critic)
 
     # ---- the base's side, for eval / deploy ----------------------------------------------
