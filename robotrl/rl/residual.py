@@ -32,8 +32,19 @@ from robotrl.errors import RobotrlError
 OBS_CLAMP = 5.0  # normalized observations outside the demos' range are clipped here
 
 
+class ReadsBaseConfig:
+    """A wrapper policy's config: whatever it does not hold itself (observation keys, chunk
+    horizon, fps, meta, ...) is its base's (`_base_config`), which `eval` and `deploy` read."""
+
+    def __getattr__(self, name: str):
+        base = self.__dict__.get("_base_config")
+        if base is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(base, name)
+
+
 @dataclass
-class ResidualConfig:
+class ResidualConfig(ReadsBaseConfig):
     base: str = ""  # base checkpoint directory (absolute path)
     base_sampler: str | None = None  # sampler the base ran with while the residual learned
     base_steps: int | None = None
@@ -50,14 +61,6 @@ class ResidualConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ResidualConfig:
         return cls(**d)
-
-    def __getattr__(self, name: str):
-        # Everything else about the policy (observation keys, chunk horizon, fps, ...) is the
-        # base's: consumers such as `deploy` and `eval` read it from here.
-        base = self.__dict__.get("_base_config")
-        if base is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(base, name)
 
 
 class ResidualActor(nn.Module):

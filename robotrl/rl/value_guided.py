@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from robotrl.errors import RobotrlError
+from robotrl.rl.residual import ReadsBaseConfig
 from robotrl.rl.value import ChunkCritic, CriticConfig, checkpoint_dir, load_critic
 
 
 @dataclass
-class ValueGuidedConfig:
+class ValueGuidedConfig(ReadsBaseConfig):
     base: str = ""  # the diffusion policy's checkpoint (absolute path)
     critic: dict = field(default_factory=dict)  # CriticConfig fields
     candidates: int = 8
@@ -33,13 +34,6 @@ class ValueGuidedConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ValueGuidedConfig:
         return cls(**d)
-
-    def __getattr__(self, name: str):
-        # observation keys, horizon, fps, meta ...: the base's, for `eval` and `deploy`
-        base = self.__dict__.get("_base_config")
-        if base is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(base, name)
 
 
 class ValueGuidedPolicy(nn.Module):
