@@ -35,6 +35,9 @@ def cluster():
     )
     address = re.search(r"ray start --address='([^']+)'", started.stdout + started.stderr)
     yield address.group(1)
+    import ray
+
+    ray.shutdown()  # a driver still connected when its cluster stops exits its process
     subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env)
 
 
