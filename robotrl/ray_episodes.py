@@ -3,13 +3,12 @@
 
 `--ray` takes a cluster address (`ray://host:10001` or `host:6379`), `auto` (the cluster this
 machine belongs to, e.g. after `ray start --head`), or `local` (a Ray instance started here
-for this command). Every node needs robotrl installed; the driver sends what the workers
-need through Ray's object store, never a path they must share:
+for this command). Every node needs robotrl installed.
 - eval: the policy travels as its checkpoint's files (safetensors + JSON, never a pickle);
   episode i runs on seed S + i exactly as in one process or `--workers`, so the figures are
   the same; Ray re-runs a batch whose worker died.
 - collect: one actor per worker CPU, each recording into a dataset of its own under
-  `OUT.ray/`; the driver hands out seeds one episode at a time and, at the end, merges the
+  `OUT.ray/` (on several nodes, OUT must be on storage every node sees); the driver hands out seeds one episode at a time and, at the end, merges the
   saved episodes in seed order into `--out` (appending to one already there) with the
   crash-safe merge. A worker that dies loses its in-flight episode only: Ray restarts the
   actor (its dataset recovers as after any crash) and the seed is recorded again.
@@ -73,9 +72,6 @@ class EpisodeRecorder:
         outcome = self.session.record(seed, summary, _Silent())
         saved = self.session.recorder.writer.num_episodes - 1 if summary.saved else None
         return outcome, saved
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def close(self) -> None:
         self.session.close()

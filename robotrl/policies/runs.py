@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from robotrl.errors import RobotrlError
-from robotrl.policies.distributed import min_over_ranks
+from robotrl.policies.distributed import Ranks, min_over_ranks
 
 
 @dataclass
@@ -175,8 +175,6 @@ class BudgetPlanner:
     in what is left of the budget, and keeps the plan in `run/plan.json` for a resumed run."""
 
     def __init__(self, run: Path, cfg: LoopConfig, step: int, clock: float, ranks=None):
-        from robotrl.policies.distributed import Ranks
-
         self.path, self.cfg, self.clock = run / "plan.json", cfg, clock
         self.ranks = ranks or Ranks()
         self.summary, self.probe_started = "", None

@@ -108,7 +108,8 @@ class Chain(nn.Module):
             z = torch.randn(mean.shape, generator=generator).clamp(-NOISE_CLIP, NOISE_CLIP)
             x = mean + self.std * z
             chain.append(x)
-            logps.append(self.log_prob(mean, x) if k >= self.first_trained else mean[:, 0, 0] * 0)
+            trained = k >= self.first_trained
+            logps.append(self.log_prob(mean, x) if trained else torch.zeros(len(x)))
         return torch.stack(chain, 1), torch.stack(logps, 1)
 
     def log_probs(self, chain: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -169,7 +170,7 @@ def decision_advantages(decisions: list[dict], bootstrap: float, cfg) -> None:
         following = d["value"]
 
 
-def update(chain: Chain, critic, value_norm, optimizer, batch: dict, cfg, rng) -> dict:
+def update(chain: Chain, critic, optimizer, batch: dict, cfg, rng) -> dict:
     """`cfg.epochs` passes of the clipped surrogate on every trained denoising step's ratio
     and the critic's loss, over shuffled minibatches of decisions."""
     policy, size = chain.policy, len(batch["advantages"])
@@ -212,7 +213,7 @@ def train(run: Run):
     critic = mlp(policy.cond_dim, cfg.hidden, 1)
     value_norm = RunningMeanStd()
     counters = Counters()
-    trained = [p for p in policy.net.parameters()]
+    trained = list(policy.net.parameters())
     if policy.obs_encoder is not None:
         trained += list(policy.obs_encoder.parameters())
     optimizer = torch.optim.Adam(
@@ -270,7 +271,7 @@ def train(run: Run):
             "advantages": torch.tensor([d["advantage"] for d in decisions], dtype=torch.float32),
             "targets": ((returns - value_norm.mean) / value_norm.std).float(),
         }
-        stats = update(chain, critic, value_norm, optimizer, batch, cfg, rng)
+        stats = update(chain, critic, optimizer, batch, cfg, rng)
 
         counters.set("iteration", counters.get("iteration") + 1)
         counters.set("episodes", counters.get("episodes") + len(episode_successes))
@@ -286,16 +287,8 @@ def train(run: Run):
             "env_steps_per_s": cfg.rollout * cfg.envs / rollout_s,
             "seconds": run.elapsed(counters),
         }
-        if run.due(counters, "eval", env_steps, cfg.eval_every) or env_steps >= cfg.steps:
-            record["success"] = run.evaluate(policy, env_steps)
-        run.log(record)
-        bar.update(cfg.rollout * cfg.envs)
-        shown = ("train_success", "success")
-        bar.set_postfix({k: f"{record[k]:.3g}" for k in shown if record.get(k) is not None})
-        if run.due(counters, "save", env_steps, cfg.save_every) or env_steps >= cfg.steps:
-            counters.set("seconds", run.elapsed(counters))
-            run.started = time.monotonic()
-            run.save(policy, env_steps, modules, optimizer, schedule, rng, noise)
+        state = (modules, optimizer, schedule, rng, noise)
+        run.end_iteration(record, bar, counters, policy, env_steps, cfg.rollout * cfg.envs, state)
     bar.close()
     envs.close()
     return policy

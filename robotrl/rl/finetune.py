@@ -199,6 +199,22 @@ class Run:
         save_state(self.dir / "state", step, modules, optimizer, schedule, rng, noise)
         plot_curves(self.dir)
 
+    def end_iteration(self, record, bar, counters, policy, env_steps, new_steps, state) -> None:
+        """What every fine-tuner does after an update: evaluate when due (and at the end), log
+        `record`, move the progress bar by `new_steps`, and checkpoint when due (and at the
+        end); `state`: (modules, optimizer, schedule, rng, noise) to save."""
+        cfg, last = self.cfg, env_steps >= self.cfg.steps
+        if self.due(counters, "eval", env_steps, cfg.eval_every) or last:
+            record["success"] = self.evaluate(policy, env_steps)
+        self.log(record)
+        bar.update(new_steps)
+        shown = ("train_success", "success")
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in shown if record.get(k) is not None})
+        if self.due(counters, "save", env_steps, cfg.save_every) or last:
+            counters.set("seconds", self.elapsed(counters))
+            self.started = time.monotonic()
+            self.save(policy, env_steps, *state)
+
     def due(self, counters: Counters, what: str, step: int, every: int) -> bool:
         """True once per `every` env steps (and at the end), for `what` = eval or save."""
         key = f"next_{what}"

@@ -226,16 +226,8 @@ def train(run: Run):
             "base_chunks_per_step": (base.chunks_planned - chunks) / (T * N),
             "seconds": run.elapsed(counters),
         }
-        if run.due(counters, "eval", env_steps, cfg.eval_every) or env_steps >= cfg.steps:
-            record["success"] = run.evaluate(policy, env_steps)
-        run.log(record)
-        bar.update(T * N)
-        shown = ("train_success", "success")
-        bar.set_postfix({k: f"{record[k]:.3g}" for k in shown if record.get(k) is not None})
-        if run.due(counters, "save", env_steps, cfg.save_every) or env_steps >= cfg.steps:
-            counters.set("seconds", run.elapsed(counters))
-            run.started = time.monotonic()
-            run.save(policy, env_steps, modules, optimizer, schedule, rng, noise)
+        state = (modules, optimizer, schedule, rng, noise)
+        run.end_iteration(record, bar, counters, policy, env_steps, T * N, state)
     bar.close()
     envs.close()
     return policy

@@ -192,16 +192,8 @@ def train(run: Run):
             "env_steps_per_s": log_every / (time.monotonic() - started),
             "seconds": run.elapsed(counters),
         }
-        if run.due(counters, "eval", env_steps, cfg.eval_every) or env_steps >= cfg.steps:
-            record["success"] = run.evaluate(policy, env_steps)
-        run.log(record)
-        bar.update(log_every)
-        shown = {k: f"{record[k]:.3g}" for k in ("train_success", "success") if record.get(k)}
-        bar.set_postfix(shown)
-        if run.due(counters, "save", env_steps, cfg.save_every) or env_steps >= cfg.steps:
-            counters.set("seconds", run.elapsed(counters))
-            run.started = time.monotonic()
-            run.save(policy, env_steps, modules, optimizer, schedule, rng, noise)
+        state = (modules, optimizer, schedule, rng, noise)
+        run.end_iteration(record, bar, counters, policy, env_steps, log_every, state)
         started, episode_successes, stats = time.monotonic(), [], []
     bar.close()
     envs.close()

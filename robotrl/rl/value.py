@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from robotrl.errors import RobotrlError
 
@@ -95,11 +98,11 @@ def save_critic(critic: ChunkCritic, path: Path, extra: dict) -> Path:
     save_file(
         {k: v.contiguous() for k, v in critic.state_dict().items()}, tmp / "model.safetensors"
     )
+    old = path.with_name(path.name + ".old")
     if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    tmp.rename(path)
+        os.replace(path, old)
+    os.replace(tmp, path)  # a kill before this line leaves the previous critic in place
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -176,8 +179,6 @@ def demo_episodes(root: str, keys) -> list[dict]:
 
 def base_episodes(policy, task: str, robot: str, count: int, envs: int, seed: int) -> list[dict]:
     """`count` episodes of the base in sim (every command through the safety layer)."""
-    from tqdm import tqdm
-
     from robotrl.rl.vector import BatchedBase, ended, make_vector_env, successes
 
     n = min(envs, count)
@@ -219,8 +220,6 @@ def fit_iql(critic: ChunkCritic, data: dict, cfg: ValueConfig, log) -> None:
     optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     size = len(data["reward"])
-    from tqdm import tqdm
-
     for step in tqdm(range(1, cfg.steps + 1), desc="IQL", unit="step"):
         idx = torch.randint(0, size, (cfg.batch_size,), generator=rng)
         s, a, s2 = data["state"][idx], data["action"][idx], data["next"][idx]
