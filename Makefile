@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m pip install -q --upgrade pip
 	@# torch is pinned to the CPU wheel unless the machine has an NVIDIA driver.
 	if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then \
-	  $(PY) -m pip install -q -e '.[dev,hw,ros,realsense,viz,dist]'; \
+	  $(PY) -m pip install -q -e '.[dev,hw,ros,realsense,viz,dist,warp]'; \
 	else \
-	  $(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev,hw,ros,realsense,viz,dist]'; fi
+	  $(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev,hw,ros,realsense,viz,dist,warp]'; fi
 	touch $(STAMP)
 
 test: setup

@@ -15,6 +15,14 @@ CUBE_RANGE = 0.1  # m, half-width of the square the cube is placed in
 LIFT_HEIGHT = 0.06  # m above its resting height counts as lifted
 
 
+def cube_pose(rng: np.random.Generator, scale: float = 1.0) -> list[float]:
+    """The reset distribution: the cube flat on the table, anywhere in the square, any yaw."""
+    half = CUBE_RANGE * scale
+    x, y = rng.uniform(-half, half, 2)
+    yaw = rng.uniform(-math.pi, math.pi)
+    return [x, y, CUBE_HALF, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
+
+
 class LiftEnv(MujocoEnv):
     default_control_hz = 20.0
     max_episode_steps = 120
@@ -46,10 +54,7 @@ class LiftEnv(MujocoEnv):
         self._cube_qpos = self.data.joint("cube").qpos  # a view: always current
 
     def task_reset(self, rng):
-        half = CUBE_RANGE * self.randomization.object_pose_scale
-        x, y = rng.uniform(-half, half, 2)
-        yaw = rng.uniform(-math.pi, math.pi)
-        self._cube_qpos[:] = [x, y, CUBE_HALF, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
+        self._cube_qpos[:] = cube_pose(rng, self.randomization.object_pose_scale)
 
     def task_environment_state(self):
         return self._cube_qpos

@@ -13,6 +13,13 @@ TARGET_HIGH = np.array([0.12, 0.2, 0.3])
 SUCCESS_DISTANCE = 0.02  # m
 
 
+def target_position(rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """The reset distribution: a point in the box (shrunk toward its centre by `scale`)."""
+    center = (TARGET_LOW + TARGET_HIGH) / 2
+    half = (TARGET_HIGH - TARGET_LOW) / 2 * scale
+    return center + rng.uniform(-half, half)
+
+
 class ReachEnv(MujocoEnv):
     default_control_hz = 20.0
     max_episode_steps = 100
@@ -29,9 +36,7 @@ class ReachEnv(MujocoEnv):
         )
 
     def task_reset(self, rng):
-        center = (TARGET_LOW + TARGET_HIGH) / 2
-        half = (TARGET_HIGH - TARGET_LOW) / 2 * self.randomization.object_pose_scale
-        self.data.mocap_pos[0] = center + rng.uniform(-half, half)
+        self.data.mocap_pos[0] = target_position(rng, self.randomization.object_pose_scale)
 
     def task_environment_state(self):
         return self.data.mocap_pos[0]
