@@ -167,6 +167,8 @@ class BatchedSafety:
         absolute = {"joint_pos": (self._joint_idx, n), "ee_pos": (self._ee_idx, 3)}
         if self.mode in absolute:
             index, k = absolute[self.mode]
+            if index is None:
+                raise SafetyError(f"{self.mode} needs the positions it commands in the state")
             measured = state[:, index].clamp(self._pos_low, self._pos_high)
             if not (self._has_last | torch.isfinite(measured).all(1)).all():
                 raise SafetyError(
