@@ -34,15 +34,17 @@ CONSTRAINT_ROWS = 256  # njmax: constraint rows per world
 def import_warp():
     """`warp` and `mujoco_warp`, initialised quietly, or one line naming the extra."""
     try:
-        import mujoco_warp
         import warp
+
+        # before anything initialises it: no banner, no per-module load lines
+        warp.config.quiet, warp.config.log_level = True, warp.LOG_WARNING
+        if os.environ.get("ROBOTRL_WARP_CACHE"):
+            warp.config.kernel_cache_dir = os.environ["ROBOTRL_WARP_CACHE"]
+        import mujoco_warp
     except ImportError as e:
         raise RobotrlError(
             f"the warp backend needs MuJoCo Warp ({e.name}): pip install robotrl[warp]"
         ) from None
-    warp.config.quiet = True
-    if os.environ.get("ROBOTRL_WARP_CACHE"):
-        warp.config.kernel_cache_dir = os.environ["ROBOTRL_WARP_CACHE"]
     warp.init()
     return warp, mujoco_warp
 

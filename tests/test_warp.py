@@ -134,3 +134,51 @@ def test_bad_input_is_one_clear_error(envs):
         from robotrl.tasks.warp_tasks import LiftWarp
 
         WarpVectorEnv(make("Lift", obs_mode="pixels"), LiftWarp, 2)
+
+
+def test_residual_ppo_trains_on_warp_worlds_and_loads(tmp_path):
+    import json
+
+    from robotrl.cli.main import main
+    from robotrl.policies.checkpoint import load_policy
+    from tests.test_residual import tiny_base
+
+    base = tiny_base(tmp_path / "base")
+    run = tmp_path / "res"
+    args = ["finetune", "residual", "--base", str(base), "--out", str(run), "--backend", "warp"]
+    args += ["--envs", "4", "--steps", "64", "--rollout", "8", "--minibatch", "16"]
+    args += ["--eval-every", "0", "--eval-episodes", "1", "--no-progress"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 64 and records[-1]["loss"] > 0
+    assert load_policy(run).kind == "residual"
+
+
+def test_warp_refuses_a_camera_base_and_unknown_backends():
+    from types import SimpleNamespace
+
+    from robotrl.rl.vector import vector_env_for
+
+    camera_base = SimpleNamespace(config=SimpleNamespace(meta={}, image_keys=("images.front",)))
+    cfg = SimpleNamespace(backend="warp", task="Lift", envs=2, robot="panda")
+    with pytest.raises(RobotrlError, match="state observations only"):
+        vector_env_for(camera_base, cfg)
+    state_base = SimpleNamespace(config=SimpleNamespace(meta={}, image_keys=()))
+    with pytest.raises(RobotrlError, match="unknown --backend 'bullet'"):
+        vector_env_for(state_base, SimpleNamespace(**{**vars(cfg), "backend": "bullet"}))
+
+
+def test_eval_runs_each_worlds_share_of_episodes(tmp_path, capsys):
+    import json
+
+    from robotrl.cli.main import main
+    from tests.test_residual import tiny_base
+
+    base = tiny_base(tmp_path / "base")
+    args = ["eval", "--policy", str(base), "--backend", "warp", "--envs", "3", "--episodes", "4"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 4 and result["policy"] == "diffusion"
+    assert all(1 <= n <= 120 for n in result["lengths"])
+    assert main([*args, "--video", str(tmp_path / "v.mp4")]) == 2  # one line, no traceback
+    assert "records no video" in capsys.readouterr().err

@@ -70,6 +70,14 @@ def cmd_rollout(args) -> int:
 def cmd_bench_sim(args) -> int:
     from robotrl.sim.bench import bench_sim, format_table
 
+    if args.backend == "warp":
+        from robotrl.sim.warp_bench import bench_warp, format_warp_table
+
+        worlds = tuple(int(n) for n in args.worlds.split(","))
+        tasks = tuple(args.tasks.split(","))
+        rows = bench_warp(tasks, worlds, args.warp_steps, args.device, progress=not args.json)
+        print(json.dumps(rows, indent=2) if args.json else format_warp_table(rows))
+        return 0
     rows = []
     for robot in args.robot.split(","):
         rows += bench_sim(robot, args.steps, args.pixel_steps, progress=not args.json)
@@ -215,17 +223,22 @@ def cmd_eval(args) -> int:
 
     task_name(task)  # an unknown task ends here, before any worker starts
     robot = args.robot or policy.config.meta.get("robot") or "panda"
-    result = evaluate(
-        policy,
-        task,
-        robot,
-        args.episodes,
-        seed=args.seed,
-        video=args.video,
-        progress=not args.json,
-        workers=args.workers or os.cpu_count() or 1,
-        ray=args.ray,
-    )
+    if args.backend != "mujoco":
+        from robotrl.policies.evaluate_vector import evaluate_batched
+
+        result = evaluate_batched(policy, task, robot, args)
+    else:
+        result = evaluate(
+            policy,
+            task,
+            robot,
+            args.episodes,
+            seed=args.seed,
+            video=args.video,
+            progress=not args.json,
+            workers=args.workers or os.cpu_count() or 1,
+            ray=args.ray,
+        )
     if args.json:
         print(json.dumps(result))
     else:
@@ -261,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robot", default="panda,ur5e", help="comma-separated arms")
     p.add_argument("--steps", type=int, default=3000, help="steps per state-obs run")
     p.add_argument("--pixel-steps", type=int, default=500, help="steps per pixel-obs run")
+    p.add_argument(
+        "--backend",
+        default="mujoco",
+        choices=("mujoco", "warp"),
+        help="mujoco (one C model per env) or warp (MuJoCo Warp, many worlds)",
+    )
+    p.add_argument("--worlds", default="1,64,512", help="warp: comma-separated world counts")
+    p.add_argument("--tasks", default="Lift", help="warp: comma-separated tasks")
+    p.add_argument("--warp-steps", type=int, default=200, help="warp: control steps per run")
+    p.add_argument("--device", default="cpu", help="warp: Warp device, cpu or cuda:0")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sim)
     p = bench.add_parser("data", help="training windows/s from datasets, state and video")
@@ -378,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="consistency: noise level the previous chunk is re-noised to (0: plan from noise)",
     )
     p.add_argument("--video", default=None, help="write an MP4 of the first episode")
+    p.add_argument(
+        "--backend",
+        default="mujoco",
+        help="mujoco (one MuJoCo C env per episode) or warp[:DEVICE] (--envs MuJoCo Warp "
+        "worlds at once, each its own seeded stream; state policies)",
+    )
+    p.add_argument("--envs", type=int, default=50, help="warp: worlds at once")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

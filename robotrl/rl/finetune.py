@@ -38,6 +38,11 @@ class FinetuneConfig:
     out: str = field(default="runs/residual", metadata={"help": "run directory (resumes)"})
     algo: str = field(default="ppo", metadata={"help": "algorithm", "choices": ALGOS})
     envs: int = field(default=64, metadata={"help": "parallel sim envs"})
+    backend: str = field(
+        default="mujoco",
+        metadata={"help": "mujoco (a MuJoCo C env per env) or warp[:DEVICE] (MuJoCo Warp "
+                  "worlds, e.g. warp:cuda:0; state bases)"},
+    )  # fmt: skip
     steps: int = field(default=500_000, metadata={"help": "env steps in total"})
     eval_every: int = field(default=40_960, metadata={"help": "env steps between evals; 0 off"})
     eval_episodes: int = field(default=50, metadata={"help": "episodes per evaluation"})

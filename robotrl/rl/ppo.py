@@ -31,7 +31,7 @@ from robotrl.rl.finetune import (
     new_policy,
     start_episodes,
 )
-from robotrl.rl.vector import BatchedBase, ended, successes, vector_env_for
+from robotrl.rl.vector import BatchedBase, episode_ends, vector_env_for
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -181,12 +181,10 @@ def train(run: Run):
                 values[t] = critic(next_features).squeeze(-1) * value_norm.std + value_norm.mean
                 action = policy.apply(base_action, actor.bound(u))
             features[t], samples[t] = next_features, u
-            obs, _, terminated, truncated, info = envs.step(action.numpy())
-            done = np.logical_or(terminated, truncated)
-            reward = torch.as_tensor(successes(info, done))
-            rewards[t] = reward_scaler(reward, torch.as_tensor(done, dtype=torch.float32)).float()
-            dones[t] = torch.as_tensor(done, dtype=torch.float32)
-            finished = ended(terminated, truncated)
+            obs, _, _, _, info = envs.step(action)
+            reward, done, finished = episode_ends(info)
+            rewards[t] = reward_scaler(reward, done).float()
+            dones[t] = done
             episode_successes += [float(reward[i]) for i in finished]
             base.reset(finished)
             base_action = torch.as_tensor(base.act(obs))

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from robotrl.rl.finetune import Counters, Run, new_policy, start_episodes
-from robotrl.rl.vector import BatchedBase, ended, successes, vector_env_for
+from robotrl.rl.vector import BatchedBase, episode_ends, vector_env_for
 
 
 class QNet(nn.Module):
@@ -153,10 +153,8 @@ def train(run: Run):
         y = y * torch.as_tensor(rng.random(N) < share, dtype=torch.float32)[:, None]
         with torch.no_grad():
             action = policy.apply(base_action, y)
-        obs, _, terminated, truncated, info = envs.step(action.numpy())
-        done = np.logical_or(terminated, truncated)
-        reward = torch.as_tensor(successes(info, done))
-        finished = ended(terminated, truncated)
+        obs, _, _, _, info = envs.step(action)
+        reward, done, finished = episode_ends(info)
         episode_successes += [float(reward[i]) for i in finished]
         base.reset(finished)
         base_action = torch.as_tensor(base.act(obs))
@@ -165,7 +163,7 @@ def train(run: Run):
             features=features,
             correction=y,
             reward=reward,
-            done=torch.as_tensor(done, dtype=torch.float32),
+            done=done,
             next_features=next_features,
         )
         features = next_features

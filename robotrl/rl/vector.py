@@ -39,12 +39,44 @@ def make_vector_env(
     )
 
 
-def vector_env_for(policy, cfg) -> gym.vector.VectorEnv:
-    """The fine-tuner's envs for a residual `policy`: the base's action mode, and its cameras
-    rendered when the base sees them."""
+def vector_env_for(policy, cfg):
+    """The fine-tuner's envs for a residual `policy`, as a `VectorRobotEnv`: the base's action
+    mode, its cameras rendered when the base sees them; `cfg.backend` `mujoco` (a CPU MuJoCo
+    env per env, each behind `SafeEnv`) or `warp[:DEVICE]` (MuJoCo Warp worlds behind the
+    batched safety filter; state bases only)."""
+    from robotrl.errors import RobotrlError
+    from robotrl.vector_env import GymVectorRobotEnv
+
     meta = policy.config.meta
     cameras = bool(policy.config.image_keys)
-    return make_vector_env(cfg.task, cfg.envs, cfg.robot, meta.get("action_mode"), cameras)
+    backend, _, device = getattr(cfg, "backend", "mujoco").partition(":")
+    if backend == "warp":
+        if cameras:
+            raise RobotrlError(
+                "--backend warp runs state observations only: this base sees cameras"
+            )
+        from robotrl.tasks.warp_tasks import make_warp_env
+
+        return make_warp_env(
+            cfg.task,
+            cfg.envs,
+            device or "cpu",
+            robot=cfg.robot,
+            action_mode=meta.get("action_mode"),
+        )
+    if backend != "mujoco":
+        raise RobotrlError(f"unknown --backend '{cfg.backend}': choose mujoco or warp[:DEVICE]")
+    return GymVectorRobotEnv(
+        make_vector_env(cfg.task, cfg.envs, cfg.robot, meta.get("action_mode"), cameras)
+    )
+
+
+def episode_ends(info: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """From a `VectorRobotEnv` step's info: the sparse task reward (1 where the step ended an
+    episode in success), the done flags as floats, and the envs whose episodes ended."""
+    done = info["done"].cpu()
+    reward = (info["is_success"].cpu() & done).float()
+    return reward, done.float(), done.nonzero()[:, 0].tolist()
 
 
 class BatchedBase:
@@ -68,7 +100,9 @@ class BatchedBase:
             self.queues[i].clear()
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Base actions [n, A] for the batched env observations (keys without `observation.`)."""
+        """Base actions [n, A] for the batched env observations (keys without `observation.`;
+        numpy arrays or a `VectorRobotEnv`'s tensors)."""
+        obs = {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in obs.items()}
         for i in range(self.n):
             frame = {
                 k: np.asarray(obs[k.removeprefix("observation.")][i], self.dtypes[k])
