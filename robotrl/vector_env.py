@@ -80,6 +80,27 @@ def world_rngs(seed: int | None, n: int) -> list[np.random.Generator]:
     return [np.random.default_rng([seed, i]) for i in range(n)]
 
 
+def make_vector_env(
+    task: str, n: int, robot: str = "panda", action_mode: str | None = None, cameras: bool = False
+) -> gym.vector.VectorEnv:
+    """`n` copies of `task` in one process (2 cores: subprocesses would only add IPC). An env
+    that ends is reset in the same step (its last observation is in info["final_obs"]).
+    `cameras`: the envs render the task's cameras too (for a base policy that sees them)."""
+    from robotrl.control.safety import safe
+    from robotrl.tasks import make, task_name
+
+    task = task_name(task)  # unknown names fail here, in one line
+
+    def one():
+        # every command is filtered
+        obs_mode = "state+pixels" if cameras else "state"
+        return safe(make(task, robot=robot, obs_mode=obs_mode, action_mode=action_mode))
+
+    return gym.vector.SyncVectorEnv(
+        [one for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
 class GymVectorRobotEnv(VectorRobotEnv):
     """A gymnasium vector env of `RobotEnv`s (each already behind the safety layer) as a
     `VectorRobotEnv`. It must auto-reset in the same step, as `make_vector_env` builds it."""
@@ -94,10 +115,8 @@ class GymVectorRobotEnv(VectorRobotEnv):
 
     @classmethod
     def for_task(cls, task: str, n: int, **kwargs) -> GymVectorRobotEnv:
-        """`n` CPU MuJoCo envs of `task`, one process (see `robotrl.rl.vector.make_vector_env`
-        for `kwargs`: robot, action_mode, cameras)."""
-        from robotrl.rl.vector import make_vector_env
-
+        """`n` CPU MuJoCo envs of `task`, one process
+        (`make_vector_env`'s `kwargs`: robot, action_mode, cameras)."""
         return cls(make_vector_env(task, n, **kwargs))
 
     def reset(self, seed=None, options=None):

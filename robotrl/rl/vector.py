@@ -12,31 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-from robotrl.control.safety import safe
-
-
-def make_vector_env(
-    task: str, n: int, robot: str = "panda", action_mode: str | None = None, cameras: bool = False
-) -> gym.vector.VectorEnv:
-    """`n` copies of `task` in one process (2 cores: subprocesses would only add IPC). An env
-    that ends is reset in the same step (its last observation is in info["final_obs"]).
-    `cameras`: the envs render the task's cameras too (for a base policy that sees them)."""
-    from robotrl.tasks import make, task_name
-
-    task = task_name(task)  # unknown names fail here, in one line
-
-    def one():
-        # every command is filtered
-        obs_mode = "state+pixels" if cameras else "state"
-        return safe(make(task, robot=robot, obs_mode=obs_mode, action_mode=action_mode))
-
-    return gym.vector.SyncVectorEnv(
-        [one for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
+from robotrl.vector_env import make_vector_env  # noqa: F401  (DPPO and value use it from here)
 
 
 def vector_env_for(policy, cfg):
