@@ -31,7 +31,7 @@ from robotrl.rl.finetune import (
     new_policy,
     start_episodes,
 )
-from robotrl.rl.vector import BatchedBase, episode_ends, vector_env_for
+from robotrl.rl.vector import BatchedBase, episode_ends, on_cpu, vector_env_for
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -182,6 +182,7 @@ def train(run: Run):
                 action = policy.apply(base_action, actor.bound(u))
             features[t], samples[t] = next_features, u
             obs, _, _, _, info = envs.step(action)
+            obs = on_cpu(obs)  # the networks live on the CPU (a no-op for CPU worlds)
             reward, done, finished = episode_ends(info)
             rewards[t] = reward_scaler(reward, done).float()
             dones[t] = done

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from robotrl.rl.finetune import Counters, Run, new_policy, start_episodes
-from robotrl.rl.vector import BatchedBase, episode_ends, vector_env_for
+from robotrl.rl.vector import BatchedBase, episode_ends, on_cpu, vector_env_for
 
 
 class QNet(nn.Module):
@@ -154,6 +154,7 @@ def train(run: Run):
         with torch.no_grad():
             action = policy.apply(base_action, y)
         obs, _, _, _, info = envs.step(action)
+        obs = on_cpu(obs)  # the networks live on the CPU (a no-op for CPU worlds)
         reward, done, finished = episode_ends(info)
         episode_successes += [float(reward[i]) for i in finished]
         base.reset(finished)

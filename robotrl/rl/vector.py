@@ -50,6 +50,12 @@ def vector_env_for(policy, cfg):
     )
 
 
+def on_cpu(obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A `VectorRobotEnv`'s observation on the CPU, where the fine-tuners' networks run
+    (CPU tensors are returned as they are: no copy)."""
+    return {k: v.cpu() for k, v in obs.items()}
+
+
 def episode_ends(info: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """From a `VectorRobotEnv` step's info: the sparse task reward (1 where the step ended an
     episode in success), the done flags as floats, and the envs whose episodes ended."""
