@@ -261,7 +261,7 @@ def start_episodes(run: Run, cfg, policy, counters: Counters, envs, base, env_st
 
     iteration = int(counters.get("iteration"))
     obs, _ = envs.reset(seed=cfg.seed * 7919 + TRAIN_SEED + iteration * cfg.envs)
-    obs = {k: v.cpu() for k, v in obs.items()}
+    obs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in obs.items()}  # CPU networks
     base_action = torch.as_tensor(base.act(obs))
     bar = tqdm(total=cfg.steps, initial=env_steps, desc=run.dir.name, unit="step",
                disable=None if cfg.progress else True)  # fmt: skip
