@@ -182,3 +182,26 @@ def test_eval_runs_each_worlds_share_of_episodes(tmp_path, capsys):
     assert all(1 <= n <= 120 for n in result["lengths"])
     assert main([*args, "--video", str(tmp_path / "v.mp4")]) == 2  # one line, no traceback
     assert "records no video" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["joint_pos", "joint_delta", "ee_pos", "ee_delta"])
+def test_every_action_mode_matches_the_cpu_controller(envs, mode):
+    env = envs("Reach", 2, action_mode=mode)
+    obs, _ = env.reset(seed=3)
+    cpu = safe(make("Reach", action_mode=mode))
+    cpu.unwrapped.np_random = np.random.default_rng([3, 0])
+    cpu_obs, _ = cpu.reset()
+    rng, n = np.random.default_rng(1), len(env.template.arm.qpos_adr)
+    high = np.array(env.robot.action.high[:-1])
+    for _ in range(10):
+        if mode == "joint_pos":
+            arm = cpu_obs["state"][:n] + rng.uniform(-0.05, 0.05, n)
+        elif mode == "ee_pos":
+            ee = cpu_obs["state"][n + 1 : n + 4]
+            arm = np.concatenate([ee + rng.uniform(-0.01, 0.01, 3), rng.uniform(-0.05, 0.05, 3)])
+        else:
+            arm = rng.uniform(-0.5, 0.5, len(high)) * high
+        action = np.append(arm, 0.0).astype(np.float32)
+        cpu_obs, *_ = cpu.step(action)
+        obs, *_ = env.step(torch.as_tensor(np.tile(action, (2, 1))))
+        assert np.abs(obs["state"][0, :n].numpy() - cpu_obs["state"][:n]).max() < 1e-5
