@@ -52,6 +52,12 @@ class CollectConfig:
                   "push more precisely"},
     )  # fmt: skip
     max_seconds: float | None = field(default=None, metadata={"help": "stop after this long"})
+    past_success: int = field(
+        default=0,
+        metadata={"help": "steps recorded after the task's success, the device still acting: "
+                  "the goal held on camera, positive frames for a success classifier "
+                  "(0: the episode ends at success)"},
+    )  # fmt: skip
     env: str | None = field(
         default=None, metadata={"help": "ros:CONFIG records through a ROS 2 arm (RosEnv)"}
     )
@@ -162,8 +168,9 @@ class CollectSession:
         self.teleop.reset()
         noise = ActionNoise(self.cfg.action_noise, seed)
         outcome, achieved = _run_episode(
-            self.guarded, self.recorder, self.teleop, obs, status, summary, Event, noise
-        )
+            self.guarded, self.recorder, self.teleop, obs, status, summary, Event, noise,
+            self.cfg.past_success,
+        )  # fmt: skip
         if (
             outcome == "rerecord"
             or outcome == "quit"
@@ -191,6 +198,8 @@ def check_collect_config(cfg: CollectConfig) -> None:
         raise RobotrlError(f"--episodes must be at least 1, got {cfg.episodes}")
     if cfg.action_noise < 0:
         raise RobotrlError(f"--action-noise must be >= 0, got {cfg.action_noise}")
+    if cfg.past_success < 0:
+        raise RobotrlError(f"--past-success must be >= 0, got {cfg.past_success}")
     if cfg.max_seconds is not None and not cfg.max_seconds > 0:
         raise RobotrlError(f"--max-seconds must be positive, got {cfg.max_seconds}")
 
@@ -253,11 +262,13 @@ class ActionNoise:
 
 
 def _run_episode(
-    guarded, recorder, teleop, obs, status, summary, Event, noise: ActionNoise
+    guarded, recorder, teleop, obs, status, summary, Event, noise: ActionNoise, past: int = 0
 ) -> tuple[str, float | None]:
-    """Step until the task or the human ends the episode; returns (outcome, achieved Hz, or
-    None before two steps have measured it)."""
+    """Step until the task or the human ends the episode (a success: `past` steps later, or
+    at the time limit); returns (outcome, achieved Hz, or None before two steps have
+    measured it)."""
     t0 = time.monotonic()
+    succeeded_at = None
     while True:
         command = teleop.read(obs)
         events = set(command.events)
@@ -277,9 +288,14 @@ def _run_episode(
         steps = recorder.episode_length
         achieved = (steps - 1) / max(time.monotonic() - t0, 1e-9) if steps > 1 else None
         status.update(summary, steps, achieved)
-        if Event.SUCCESS in events or (terminated and info.get("is_success")):
-            return "success", achieved
-        if Event.FAILURE in events or terminated or truncated:
+        if succeeded_at is None and (
+            Event.SUCCESS in events or (terminated and info.get("is_success"))
+        ):
+            succeeded_at = steps
+        if succeeded_at is not None:
+            if steps - succeeded_at >= past or truncated:
+                return "success", achieved
+        elif Event.FAILURE in events or terminated or truncated:
             return "failure", achieved
 
 

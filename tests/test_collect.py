@@ -65,6 +65,20 @@ def test_action_noise_is_executed_and_the_clean_action_recorded(tmp_path):
         obs, *_ = env.step(noise(action))
 
 
+def test_past_success_records_the_goal_held_for_a_success_classifier(tmp_path):
+    from robotrl.collect import CollectConfig, collect
+
+    cfg = CollectConfig(task="Reach", teleop="expert", episodes=2, out=str(tmp_path / "d"))
+    collect(CollectConfig(**{**vars(cfg), "past_success": 5}))
+    collect(CollectConfig(**{**vars(cfg), "out": str(tmp_path / "plain")}))
+    held, plain = Dataset(tmp_path / "d"), Dataset(tmp_path / "plain")
+    for e in range(2):
+        success = held.episode(e)["next.success"].reshape(-1).astype(bool)
+        assert held.episodes[e]["length"] == plain.episodes[e]["length"] + 5
+        first = int(np.argmax(success))
+        assert first == plain.episodes[e]["length"] - 1 and success[first:].sum() >= 4
+
+
 def test_collect_rejects_bad_device_cleanly(tmp_path):
     result = subprocess.run(
         [*ROBOTRL, "collect", "--teleop", "joystick", "--out", str(tmp_path / "x")],

@@ -15,6 +15,7 @@ import torch
 from robotrl.env import OBS_MODE_HELP
 from robotrl.errors import RobotrlError
 from robotrl.rl.hil_episodes import (
+    SUCCESS_FRAMES_HELP,
     RewardSource,
     make_hil_env,
     make_reward,
@@ -40,6 +41,10 @@ class ActorConfig:
         metadata={"help": "sparse, dense or classifier", "choices": ("sparse", "dense", "classifier")},
     )  # fmt: skip
     classifier: str = field(default="", metadata={"help": "reward classifier directory"})
+    success_frames: int = field(default=3, metadata={"help": SUCCESS_FRAMES_HELP})
+    encoder: str = field(
+        default="", metadata={"help": "frozen image encoder: the learner's --encoder"}
+    )
     episodes: int = field(default=0, metadata={"help": "episodes to run (0: until stopped)"})
     timeout: float = field(default=1.0, metadata={"help": "seconds to wait for the learner"})
     actor_id: str = field(default="", metadata={"help": "name (default: host-pid)"})
@@ -54,6 +59,7 @@ def run_actor(cfg: ActorConfig, log=print) -> dict:
     import secrets
     import socket
 
+    from robotrl.rl.frozen_encoder import FrozenEncoder
     from robotrl.rl.sac import Agent
     from robotrl.rl.transport import TOKEN_ENV, ActorClient
 
@@ -62,18 +68,21 @@ def run_actor(cfg: ActorConfig, log=print) -> dict:
     # The session part makes sequence numbers unique per run of an actor: a restarted actor
     # with the same name starts again from 0, and must not be taken for a resend.
     name = f"{cfg.actor_id or socket.gethostname() + '-' + str(os.getpid())}#{secrets.token_hex(3)}"
+    encoder = FrozenEncoder(cfg.encoder) if cfg.encoder else None
     ros = cfg.env.startswith("ros:")
     if ros and cfg.reward == "classifier":  # the RosEnv runs the classifier: success in info
-        env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, ros_reward=f"classifier:{cfg.classifier}")
+        env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, ros_reward=f"classifier:{cfg.classifier}",
+                           encoder=encoder)  # fmt: skip
         reward = RewardSource("sparse")
     else:
-        env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, cfg.obs_mode)
-        reward = make_reward(cfg)
+        env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, cfg.obs_mode, encoder=encoder)
+        reward = make_reward(cfg, encoder)
     shapes = obs_shapes_of(env)
     spec = {
         "obs_shapes": {k: list(v) for k, v in shapes.items()},
         "action_low": env.action_space.low.tolist(),
         "action_high": env.action_space.high.tolist(),
+        "encoder_digest": encoder.digest if encoder else "",  # the learner checks it
     }
     client = ActorClient(cfg.connect, cfg.token or os.environ.get(TOKEN_ENV, ""), cfg.timeout)
     log(f"actor {name}: waiting for the learner at {cfg.connect}")

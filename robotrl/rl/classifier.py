@@ -39,6 +39,12 @@ class ClassifierConfig:
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     holdout: float = field(default=0.2, metadata={"help": "fraction of episodes held out"})
     seed: int = field(default=0, metadata={"help": "seed"})
+    encoder: str = field(
+        default="",
+        metadata={"help": "classify a frozen encoder's image features (a camera policy, as "
+                  "`hil train --encoder`) instead of frames through a conv net; a run must "
+                  "use the same encoder"},
+    )  # fmt: skip
 
 
 class SuccessClassifier(nn.Module):
@@ -50,6 +56,7 @@ class SuccessClassifier(nn.Module):
         super().__init__()
         self.shapes = {k: tuple(s) for k, s in shapes.items()}
         self.threshold = threshold
+        self.encoder: dict = {}  # the FrozenEncoder record whose features it reads, if any
         self.vector_keys = sorted(k for k, s in self.shapes.items() if len(s) == 1)
         self.image_keys = sorted(k for k, s in self.shapes.items() if len(s) == 3)
         n_vec = sum(self.shapes[k][0] for k in self.vector_keys)
@@ -140,7 +147,7 @@ def save_classifier(model: SuccessClassifier, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = {"kind": "success_classifier", "shapes": {k: list(s) for k, s in model.shapes.items()},
-              "threshold": model.threshold}  # fmt: skip
+              "threshold": model.threshold, "encoder": model.encoder}  # fmt: skip
     (path / "config.json").write_text(json.dumps(config, indent=2))
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, path / "model.safetensors"
@@ -161,6 +168,7 @@ def load_classifier(path: str | Path, threshold: float | None = None) -> Success
         config["shapes"], config["threshold"] if threshold is None else threshold
     )
     model.load_state_dict(load_file(path / "model.safetensors"))
+    model.encoder = config.get("encoder") or {}
     return model.eval()
 
 
@@ -199,7 +207,15 @@ def train_classifier(cfg: ClassifierConfig) -> dict:
     if not cfg.data:
         raise RobotrlError("--data is required: dataset(s) with success labels")
     keys = [k for k in cfg.keys.split(",") if k] or None
+    encoder = None
+    if cfg.encoder:
+        from robotrl.rl.frozen_encoder import FEATURES, FrozenEncoder
+
+        encoder = FrozenEncoder(cfg.encoder)
+        keys = [*encoder.cameras, *(k for k in keys or () if k not in encoder.cameras)]
     features, labels, episodes = labelled_frames(cfg.data.split(","), keys)
+    if encoder:
+        features[FEATURES] = encoder.encode({k: features.pop(k) for k in encoder.cameras})
     rng = np.random.default_rng(cfg.seed)
     ids = np.unique(episodes)
     held = (
@@ -210,6 +226,7 @@ def train_classifier(cfg: ClassifierConfig) -> dict:
     model = fit_classifier(
         train, labels[~test], cfg.threshold, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed
     )
+    model.encoder = encoder.record() if encoder else {}
     result = {"out": str(save_classifier(model, cfg.out)), "frames": int(len(labels)),
               "successes": int(labels.sum()), "held_out_episodes": len(held)}  # fmt: skip
     if test.any():

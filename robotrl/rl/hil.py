@@ -6,6 +6,9 @@ half from demonstrations + interventions and half from online data. Every `eval_
 seconds the policy alone (no human) is evaluated on unseen seeds. The run stops after
 `minutes` of wall time or once an evaluation reaches `stop_at`.
 
+From cameras on a CPU: `--encoder RUN` (a camera policy) turns the frames into features once
+per env step (`frozen_encoder`), and the agent learns on those and the robot's state.
+
 The actor/learner split of the same loop is `robotrl hil learner` + `robotrl hil actor`.
 """
 
@@ -20,7 +23,9 @@ import torch
 
 from robotrl.env import OBS_MODE_HELP
 from robotrl.errors import RobotrlError
+from robotrl.rl.frozen_encoder import resolve_encoder
 from robotrl.rl.hil_episodes import (
+    SUCCESS_FRAMES_HELP,
     evaluate_and_log,
     make_hil_env,
     make_reward,
@@ -39,6 +44,7 @@ class HILConfig(LearnConfig):
         default="sim-human", metadata={"help": "sim-human, spacemouse, keyboard, gamepad, none"}
     )
     classifier: str = field(default="", metadata={"help": "reward classifier directory"})
+    success_frames: int = field(default=3, metadata={"help": SUCCESS_FRAMES_HELP})
     obs_mode: str = field(default="state", metadata={"help": OBS_MODE_HELP})
 
 
@@ -47,11 +53,12 @@ def train(cfg: HILConfig, progress: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     if not cfg.demos and not (Path(cfg.out) / "state").is_dir():
         raise RobotrlError("--demos is required: a dataset of demonstrations")
-    env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, cfg.obs_mode)
-    reward = make_reward(cfg)
+    encoder = resolve_encoder(cfg.encoder, cfg.out)
+    env = make_hil_env(cfg.env, cfg.teleop, cfg.seed, cfg.obs_mode, encoder=encoder)
+    reward = make_reward(cfg, encoder)
     shapes = obs_shapes_of(env)
     space = env.action_space
-    trainer = cfg.trainer(shapes, space.low, space.high)
+    trainer = cfg.trainer(shapes, space.low, space.high, encoder)
     run = trainer.run
     (run / "hil_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     generator = torch.Generator().manual_seed(cfg.seed + 1)

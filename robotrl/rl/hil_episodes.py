@@ -18,6 +18,11 @@ from robotrl.errors import RobotrlError
 from robotrl.teleop.base import Teleop, TeleopCommand
 
 TELEOPS = ("sim-human", "spacemouse", "keyboard", "gamepad", "none")
+SUCCESS_FRAMES_HELP = (
+    "classifier reward: positive frames in a row that make a success (one false positive "
+    "then does not end an episode); the classifier alone ends an episode, a sim task's "
+    "success flag does not"
+)
 
 
 def make_hil_env(
@@ -26,11 +31,14 @@ def make_hil_env(
     seed: int = 0,
     obs_mode: str = "state",
     ros_reward: str | None = None,
+    encoder=None,
 ):
     """`safe(env)` wrapped in an `InterventionWrapper` for the named device. `ros_reward` is
-    a `RosEnv` reward source (e.g. `classifier:DIR`; see `robotrl.drivers.reward`)."""
+    a `RosEnv` reward source (e.g. `classifier:DIR`; see `robotrl.drivers.reward`). With a
+    `FrozenEncoder`, observations carry its `image_features` (`EncodedObservations`)."""
     from robotrl.control import safe
     from robotrl.envs import make_env, parse_env_spec
+    from robotrl.rl.frozen_encoder import EncodedObservations, pixel_options
     from robotrl.rl.interventions import InterventionWrapper
     from robotrl.teleop import make_teleop, teleop_class
 
@@ -43,6 +51,8 @@ def make_hil_env(
         options["action_mode"] = mode
     if kind == "sim":
         options["obs_mode"] = obs_mode
+        if encoder is not None:
+            options.update(pixel_options(encoder, obs_mode))
         options["realtime"] = teleop not in ("sim-human", "none")  # a person needs real time
     elif ros_reward:
         options["reward"] = ros_reward
@@ -57,7 +67,8 @@ def make_hil_env(
         device = NoDevice(env.unwrapped.robot)
     else:
         device = make_teleop(teleop, env)
-    return InterventionWrapper(safe(env), device)
+    env = InterventionWrapper(safe(env), device)
+    return env if encoder is None else EncodedObservations(env, encoder)
 
 
 class NoDevice(Teleop):
@@ -72,32 +83,46 @@ class NoDevice(Teleop):
 @dataclass
 class RewardSource:
     """Where the RL reward comes from: the task's success (`sparse`), its dense reward, or a
-    learned success classifier on the next observation (`classifier`, as on a real robot)."""
+    learned success classifier on the next observation (`classifier`, as on a real robot).
+    The classifier's success takes `frames` positive frames in a row: a single false positive
+    does not end an episode with a reward it did not earn."""
 
     kind: str = "sparse"
     classifier: object = None
+    frames: int = 1
+    streak: int = 0  # consecutive positive frames so far in this episode
+
+    def reset(self) -> None:
+        self.streak = 0
 
     def __call__(self, next_obs: dict, reward: float, info: dict) -> tuple[float, bool]:
         if self.kind == "dense":
             return float(reward), bool(info.get("is_success", False))
         if self.kind == "classifier":
-            success = self.classifier.success(next_obs)
+            self.streak = self.streak + 1 if self.classifier.success(next_obs) else 0
+            success = self.streak >= self.frames
             return float(success), success
         success = bool(info.get("is_success", False))
         return float(success), success
 
 
 def run_episode(env, act, seed: int | None, reward: RewardSource, keys) -> tuple[dict, dict]:
-    """One episode; `act(obs) -> action`. Returns transition rows and the episode's stats."""
+    """One episode; `act(obs) -> action`. Returns transition rows and the episode's stats.
+
+    With a classifier reward the classifier alone ends an episode, as on a real arm: a sim
+    task's own success flag does not (the episode runs on until the classifier says so or
+    time is up); it is kept as `task_success`, to measure the classifier, never as reward."""
     obs, _ = env.reset(seed=seed)
+    reward.reset()
     rows: dict[str, list] = {}
-    total, success = 0.0, False
+    total, success, task_success = 0.0, False, False
     started = time.monotonic()
     while True:
         action = act(obs)
         next_obs, env_reward, terminated, truncated, info = env.step(action)
         r, success = reward(next_obs, env_reward, info)
-        terminated = terminated or success  # a classifier's success ends the episode too
+        task_success = task_success or bool(info.get("is_success", False))
+        terminated = success if reward.kind == "classifier" else terminated or success
         row = {f"obs.{k}": obs[k] for k in keys}
         row.update({f"next_obs.{k}": next_obs[k] for k in keys})
         row.update(
@@ -112,9 +137,11 @@ def run_episode(env, act, seed: int | None, reward: RewardSource, keys) -> tuple
         obs = next_obs
         if terminated or truncated:
             break
-    hil = info.get("hil") or {"steps": len(rows["reward"]), "intervention_rate": 0.0}
-    stats = {"return": total, "success": bool(success), "seconds": time.monotonic() - started}
-    stats.update(hil)
+    human = np.asarray(rows["intervention"], bool)
+    stats = {"return": total, "success": bool(success), "task_success": task_success,
+             "seconds": time.monotonic() - started, "steps": len(human),
+             "intervention_steps": int(human.sum()), "intervention_rate": float(human.mean()),
+             "interventions": int((human & ~np.r_[False, human[:-1]]).sum())}  # fmt: skip
     return {k: np.stack(v) for k, v in rows.items()}, stats
 
 
@@ -126,20 +153,30 @@ def policy_fn(agent, deterministic: bool = False, generator=None):
 
 
 def evaluate_agent(
-    agent, env_spec: str, episodes: int, seed: int = 100_000, deterministic: bool = False
+    agent,
+    env_spec: str,
+    episodes: int,
+    seed: int = 100_000,
+    deterministic: bool = False,
+    encoder=None,
 ) -> float:
     """Success rate of the policy alone (no human) on unseen seeds: sampling its actions as
-    the actor does, or (`deterministic`) taking the mean action."""
+    the actor does, or (`deterministic`) taking the mean action. An agent trained on a
+    `FrozenEncoder`'s features needs that `encoder`."""
     from robotrl.control import safe
     from robotrl.envs import make_env
+    from robotrl.rl.frozen_encoder import EncodedObservations, pixel_options
 
     options = {}
+    mode = "state+pixels" if "environment_state" in agent.obs_shapes else "pixels"
     if agent.image_keys:  # the cameras (and their size) the agent was trained with
-        options["obs_mode"] = (
-            "state+pixels" if "environment_state" in agent.obs_shapes else "pixels"
-        )
+        options["obs_mode"] = mode
         options["image_size"] = tuple(agent.obs_shapes[agent.image_keys[0]][:2])
+    elif encoder is not None:
+        options.update(pixel_options(encoder, mode))
     env = safe(make_env(env_spec, **options))
+    if encoder is not None:
+        env = EncodedObservations(env, encoder)
     agent.eval()
     generator = torch.Generator().manual_seed(seed)
     wins = 0
@@ -156,14 +193,24 @@ def evaluate_agent(
     return wins / max(episodes, 1)
 
 
-def make_reward(cfg) -> RewardSource:
-    """The reward source `cfg.reward` names (with `cfg.classifier` for `classifier`)."""
+def make_reward(cfg, encoder=None) -> RewardSource:
+    """The reward source `cfg.reward` names (with `cfg.classifier` and `cfg.success_frames`
+    for `classifier`). A classifier of image features needs the run's `encoder` to be its."""
     if cfg.reward == "classifier":
         if not cfg.classifier:
             raise RobotrlError("--reward classifier needs --classifier DIR")
+        if cfg.success_frames < 1:
+            raise RobotrlError(f"--success-frames must be >= 1, got {cfg.success_frames}")
         from robotrl.rl.classifier import load_classifier
 
-        return RewardSource("classifier", load_classifier(cfg.classifier))
+        classifier = load_classifier(cfg.classifier)
+        wants = classifier.encoder.get("digest")
+        if wants and wants != (encoder.digest if encoder else None):
+            raise RobotrlError(
+                f"{cfg.classifier} reads the features of encoder {classifier.encoder['path']}: "
+                "give the run that --encoder"
+            )
+        return RewardSource("classifier", classifier, cfg.success_frames)
     return RewardSource(cfg.reward)
 
 
@@ -180,8 +227,9 @@ def evaluate_and_log(trainer, env: str, episodes: int, progress: bool = True) ->
     from safetensors.torch import save_file
 
     t0 = time.monotonic()
-    success = evaluate_agent(trainer.agent, env, episodes)
-    mean_action = evaluate_agent(trainer.agent, env, episodes, deterministic=True)
+    encoder = trainer.encoder
+    success = evaluate_agent(trainer.agent, env, episodes, encoder=encoder)
+    mean_action = evaluate_agent(trainer.agent, env, episodes, deterministic=True, encoder=encoder)
     c = trainer.counters
     record = {"step": c["updates"], "loss": trainer.last_metrics.get("critic_loss", 1.0),
               "success": success, "success_mean_action": mean_action, "wall_s": c["seconds"],

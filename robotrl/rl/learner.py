@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from robotrl.rl.buffers import ReplayBuffer, load_demos, sample_mixed, write_json
+from robotrl.rl.frozen_encoder import FEATURES, resolve_encoder
 from robotrl.rl.hil_episodes import evaluate_and_log, plot_hil
 from robotrl.rl.sac import Agent, SACConfig, make_optimizer, update
 from robotrl.rl.transport import TOKEN_ENV
@@ -40,8 +41,10 @@ class Trainer:
         utd: int = 1,
         capacity: int = 200_000,
         seed: int = 0,
+        encoder=None,
     ):
         self.run = Path(run)
+        self.encoder = encoder  # a FrozenEncoder: demo frames become its features
         self.run.mkdir(parents=True, exist_ok=True)
         self.utd = utd
         torch.manual_seed(seed)
@@ -58,7 +61,11 @@ class Trainer:
         if (self.run / "state").is_dir():
             self.resume()
         elif demos:
-            rows = load_demos(demos, demo_episodes, tuple(obs_shapes), reward)
+            keys = tuple(k for k in obs_shapes if k != FEATURES)
+            rows = load_demos(demos, demo_episodes, keys + (encoder.cameras if encoder else ()),
+                              reward)  # fmt: skip
+            if encoder:
+                rows = encoder.encode_rows(rows)
             self.agent.set_obs_stats(rows)
             self.demo.add(rows)
 
@@ -181,9 +188,17 @@ class LearnConfig:
     checkpoint_every: float = field(default=120.0, metadata={"help": "seconds between checkpoints"})
     seed: int = field(default=0, metadata={"help": "seed"})
     threads: int = field(default=1, metadata={"help": "torch threads"})
+    encoder: str = field(
+        default="",
+        metadata={"help": "frozen image encoder: a camera policy run/checkpoint whose "
+                  "image_encoder turns the frames into features once per step; the agent "
+                  "learns on them and the state (needs --obs-mode pixels; '' : none)"},
+    )  # fmt: skip
 
-    def sac(self) -> SACConfig:
+    def sac(self, encoder=None) -> SACConfig:
         return SACConfig(
+            encoder=encoder.path if encoder else "",
+            encoder_digest=encoder.digest if encoder else "",
             hidden=self.hidden,
             critics=self.critics,
             critic_subsample=min(2, self.critics),
@@ -193,11 +208,11 @@ class LearnConfig:
             gripper_critic=self.gripper_critic,
         )
 
-    def trainer(self, obs_shapes: dict, low, high) -> Trainer:
+    def trainer(self, obs_shapes: dict, low, high, encoder=None) -> Trainer:
         demo_reward = "dense" if self.reward == "dense" else "sparse"
         return Trainer(
-            self.out, self.sac(), obs_shapes, low, high, self.demos, self.demo_episodes,
-            demo_reward, self.utd, seed=self.seed,
+            self.out, self.sac(encoder), obs_shapes, low, high, self.demos, self.demo_episodes,
+            demo_reward, self.utd, seed=self.seed, encoder=encoder,
         )  # fmt: skip
 
 
@@ -218,12 +233,14 @@ class LearnerService:
         self.boot = secrets.token_hex(4)  # tells actors a restarted learner from the old one
         self.weights: tuple[int, dict] | None = None
         self.schema: dict = {}
+        self.encoder = resolve_encoder(cfg.encoder, cfg.out)
         if (Path(cfg.out) / "spec.json").exists():  # resuming: the agent is known already
             spec = json.loads((Path(cfg.out) / "spec.json").read_text())
             self._start(spec["obs_shapes"], spec["action_low"], spec["action_high"])
 
     def _start(self, obs_shapes: dict, low, high) -> None:
-        self.trainer = self.cfg.trainer({k: tuple(v) for k, v in obs_shapes.items()}, low, high)
+        shapes = {k: tuple(v) for k, v in obs_shapes.items()}
+        self.trainer = self.cfg.trainer(shapes, low, high, self.encoder)
         self.schema = transition_schema(self.trainer.agent.obs_shapes, len(low))
         self.publish()
         self.trainer.checkpoint()
@@ -242,6 +259,12 @@ class LearnerService:
         kind, actor = header["kind"], str(header.get("actor", ""))[:64]
         if kind == "hello":
             spec = header.get("spec")
+            mine = self.encoder.digest if self.encoder else ""
+            if isinstance(spec, dict) and str(spec.get("encoder_digest", "")) != mine:
+                raise MessageError(
+                    f"the actor's image encoder ({spec.get('encoder_digest') or 'none'}) is not "
+                    f"the learner's ({mine or 'none'}): give both the same --encoder"
+                )
             if self.trainer is None:
                 if not isinstance(spec, dict):
                     raise MessageError("the first hello must carry the env spec")

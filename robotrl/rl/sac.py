@@ -9,7 +9,8 @@ The whole algorithm is in this file:
 - data: every batch is half demonstrations (and interventions), half online (see
   `buffers.sample_mixed`); the update-to-data ratio is the caller's loop;
 - images: a small conv encoder per camera trained by the critic loss, with DrQ's random
-  shift augmentation; the actor reads its features detached;
+  shift augmentation; the actor reads its features detached. (With a frozen encoder,
+  `robotrl.rl.frozen_encoder`, the agent gets its features as one more vector instead);
 - gripper (optional): a discrete open/closed critic trained by double DQN, as HIL-SERL's
   grasp critic, so the actor only outputs the arm's continuous entries.
 
@@ -47,6 +48,10 @@ class SACConfig:
     gripper_critic: bool = False  # discrete gripper critic (last action entry open/closed)
     image_features: int = 64
     random_shift: int = 4  # pixels of DrQ random-shift augmentation
+    # The frozen encoder whose `image_features` the agent sees instead of camera frames (a
+    # camera policy's path and its weights' digest, `robotrl.rl.frozen_encoder`); '' : none.
+    encoder: str = ""
+    encoder_digest: str = ""
 
     @classmethod
     def from_dict(cls, d: dict) -> SACConfig:
