@@ -35,14 +35,7 @@ def bench_task(
     same segment from the same state. Interleaving keeps clock-speed drift and background
     load from landing on one side; the figures are medians over the rounds."""
     env = make(task, robot=robot, obs_mode=obs_mode, max_episode_steps=steps + 1)
-    rng = np.random.default_rng(seed)
-    space = env.action_space
-    # Smooth random actions keep the arm moving (and touching things) like a policy would.
-    actions = np.clip(
-        np.cumsum(rng.normal(0, 0.2, (steps, space.shape[0])), 0) * space.high,
-        space.low,
-        space.high,
-    ).astype(np.float32)
+    actions = smooth_actions(env.action_space, (steps,), seed)
     env.reset(seed=seed)
     m, raw, n = env.model, mujoco.MjData(env.model), env.n_substeps
     env_rates, raw_rates = [], []
@@ -72,6 +65,14 @@ def bench_task(
         float(np.median(raw_rates)),
         float(np.median(ratios)),
     )
+
+
+def smooth_actions(space, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """`[*shape, A]` random walks (along the first axis) inside the action space: the arm
+    keeps moving and touching things as a policy's would."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 0.2, (*shape, space.shape[0])), 0) * space.high
+    return np.clip(walk, space.low, space.high).astype(np.float32)
 
 
 def _state(env) -> np.ndarray:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from robotrl.errors import RobotrlError
+from robotrl.sim.bench import smooth_actions
 
 
 @dataclass
@@ -31,20 +31,12 @@ class WarpBenchRow:
     cpu_env_steps_per_s: float  # one MuJoCo C env behind the safety layer, same task
 
 
-def smooth_actions(space, n: int, steps: int, seed: int = 0) -> np.ndarray:
-    """`[steps, n, A]` random walks inside the action space: the arm keeps moving and touching
-    things as a policy's would."""
-    rng = np.random.default_rng(seed)
-    walk = np.cumsum(rng.normal(0, 0.2, (steps, n, space.shape[0])), 0) * space.high
-    return np.clip(walk, space.low, space.high).astype(np.float32)
-
-
 def cpu_env_rate(task: str, steps: int) -> float:
     from robotrl.control import safe
     from robotrl.tasks import make
 
     env = safe(make(task, max_episode_steps=steps + 1))
-    actions = smooth_actions(env.action_space, 1, steps)[:, 0]
+    actions = smooth_actions(env.action_space, (steps,))
     env.reset(seed=0)
     t = time.perf_counter()
     for action in actions:
@@ -73,7 +65,7 @@ def bench_warp(
         t = time.perf_counter()
         env = make_warp_env(task, n, device)
         build = time.perf_counter() - t
-        actions = torch.as_tensor(smooth_actions(env.single_action_space, n, steps + 10))
+        actions = torch.as_tensor(smooth_actions(env.single_action_space, (steps + 10, n)))
         actions = actions.to(env.device)
         env.reset(seed=0)
         for a in actions[:10]:  # warm-up: first launches, allocator

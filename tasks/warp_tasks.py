@@ -210,9 +210,7 @@ def make_warp_env(task: str, num_envs: int, device: str = "cpu", **kwargs) -> Wa
     if name not in WARP_TASKS:
         raise RobotrlError(f"{name} has no warp backend yet: choose {', '.join(WARP_TASKS)}")
     template = make_task(name, obs_mode="state", **kwargs)
-    env = WarpVectorEnv(template, WARP_TASKS[name], num_envs, device)
-    env.task_name = name
-    return env
+    return WarpVectorEnv(template, WARP_TASKS[name], num_envs, device)
 
 
 class WorldExperts:

@@ -259,9 +259,11 @@ def start_episodes(run: Run, cfg, policy, counters: Counters, envs, base, env_st
     success as the curve's first point. Returns (obs, base_action, progress bar)."""
     from tqdm import tqdm
 
+    from robotrl.rl.vector import on_cpu
+
     iteration = int(counters.get("iteration"))
     obs, _ = envs.reset(seed=cfg.seed * 7919 + TRAIN_SEED + iteration * cfg.envs)
-    obs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in obs.items()}  # CPU networks
+    obs = on_cpu(obs)
     base_action = torch.as_tensor(base.act(obs))
     bar = tqdm(total=cfg.steps, initial=env_steps, desc=run.dir.name, unit="step",
                disable=None if cfg.progress else True)  # fmt: skip

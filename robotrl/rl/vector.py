@@ -28,7 +28,7 @@ def vector_env_for(policy, cfg):
 
     meta = policy.config.meta
     cameras = bool(policy.config.image_keys)
-    backend, _, device = getattr(cfg, "backend", "mujoco").partition(":")
+    backend, _, device = cfg.backend.partition(":")
     if backend == "warp":
         if cameras:
             raise RobotrlError(
@@ -50,10 +50,10 @@ def vector_env_for(policy, cfg):
     )
 
 
-def on_cpu(obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A `VectorRobotEnv`'s observation on the CPU, where the fine-tuners' networks run
-    (CPU tensors are returned as they are: no copy)."""
-    return {k: v.cpu() for k, v in obs.items()}
+def on_cpu(obs: dict) -> dict:
+    """An observation's tensors on the CPU, where the fine-tuners' networks run (CPU tensors
+    and numpy arrays are returned as they are: no copy)."""
+    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in obs.items()}
 
 
 def episode_ends(info: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
