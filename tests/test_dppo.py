@@ -30,7 +30,7 @@ def test_chain_log_likelihoods_are_the_gaussian_steps_of_ddim(tmp_path):
 
     policy = load_policy(tiny_base(tmp_path / "base")).eval()
     std, steps = 0.2, 4
-    chain = Chain(policy, steps, steps, std)
+    chain = Chain(policy, steps, std)
     cond = torch.randn(5, policy.cond_dim)
     chains, logps = chain.sample(cond, torch.Generator().manual_seed(0))
     assert chains.shape == (5, steps + 1, policy.config.horizon, policy.config.action_dim)

@@ -6,9 +6,9 @@ each DDIM step becomes a Gaussian policy of the inner, denoising MDP:
 mu the deterministic DDIM update (eta = 0, x0 clipped to [-1, 1], exactly what `eval` and
 `deploy` run) and `std` a fixed exploration noise (its standard normal clipped at +-3, as
 DPPO's clipped denoising noise). Each step's log-likelihood is its Gaussian log-density per chunk
-entry (DPPO's mean over the entries); the last `finetune_steps` steps are trained, earlier ones
-run the frozen base.
-The deployed policy is the mean chain: the saved checkpoint is a plain diffusion policy.
+entry (DPPO's mean over the entries). Every denoising step is trained: DPPO's option of
+training only the last K with the base frozen for the earlier ones would need both networks
+at deployment, and the saved checkpoint is one plain diffusion policy: the mean chain.
 
 Environment MDP: one decision per chunk (the base's `n_action_steps` actions executed, every
 command through the safety layer), reward 1 on the step an episode ends in success, discount
@@ -23,7 +23,6 @@ state: the critic only trains), and an early stop past `target_kl`.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -52,9 +51,6 @@ class DPPOConfig:
     seed: int = field(default=0, metadata={"help": "seed of everything"})
     threads: int = field(default=1, metadata={"help": "torch threads"})
     denoise_steps: int = field(default=4, metadata={"help": "DDIM steps per chunk"})
-    finetune_steps: int = field(
-        default=4, metadata={"help": "last denoising steps trained (the rest: the base's)"}
-    )
     std: float = field(default=0.1, metadata={"help": "exploration noise per denoising step"})
     rollout: int = field(default=128, metadata={"help": "env steps per env per update"})
     epochs: int = field(default=10, metadata={"help": "passes over each rollout"})
@@ -73,33 +69,30 @@ class DPPOConfig:
         return "dppo"
 
 
-SAME_RUN = ("base", "task", "envs", "denoise_steps", "finetune_steps", "hidden")
+SAME_RUN = ("base", "task", "envs", "denoise_steps", "hidden")
 
 
 class Chain(nn.Module):
     """The DDIM chain of a diffusion policy as a stochastic policy with log-likelihoods."""
 
-    def __init__(self, policy, denoise_steps: int, finetune_steps: int, std: float):
+    def __init__(self, policy, denoise_steps: int, std: float):
         super().__init__()
         policy.set_sampler("ddim", denoise_steps)  # the deployed sampler: the mean chain
         self.policy, self.std = policy, std
-        self.frozen = copy.deepcopy(policy.net).requires_grad_(False)  # early steps, if any
         self.sampler = policy.sampler
         self.sampler.set_timesteps(denoise_steps)
         self.timesteps = [int(t) for t in self.sampler.timesteps]
-        self.first_trained = denoise_steps - min(finetune_steps, denoise_steps)
 
     def mean(self, k: int, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The deterministic DDIM update of denoising step k (0 = the first, from noise)."""
-        net = self.policy.net if k >= self.first_trained else self.frozen
         t = self.timesteps[k]
-        eps = net(x, torch.full((len(x),), t), cond)
+        eps = self.policy.net(x, torch.full((len(x),), t), cond)
         return self.sampler.step(eps, t, x, eta=0.0).prev_sample
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, generator: torch.Generator):
         """Chains [B, K+1, H, A] (x_K = noise ... x_0) and the log-likelihood [B, K] of each
-        trained step (zero for frozen ones)."""
+        step."""
         config = self.policy.config
         x = torch.randn((len(cond), config.horizon, config.action_dim), generator=generator)
         chain, logps = [x], []
@@ -108,17 +101,16 @@ class Chain(nn.Module):
             z = torch.randn(mean.shape, generator=generator).clamp(-NOISE_CLIP, NOISE_CLIP)
             x = mean + self.std * z
             chain.append(x)
-            trained = k >= self.first_trained
-            logps.append(self.log_prob(mean, x) if trained else torch.zeros(len(x)))
+            logps.append(self.log_prob(mean, x))
         return torch.stack(chain, 1), torch.stack(logps, 1)
 
     def log_probs(self, chain: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Log-likelihoods [B, K'] of the trained steps of stored `chain`s, under the current
-        network (differentiable)."""
+        """Log-likelihoods [B, K] of the steps of stored `chain`s, under the current network
+        (differentiable)."""
         return torch.stack(
             [
                 self.log_prob(self.mean(k, chain[:, k], cond), chain[:, k + 1])
-                for k in range(self.first_trained, len(self.timesteps))
+                for k in range(len(self.timesteps))
             ],
             1,
         )
@@ -209,7 +201,7 @@ def train(run: Run):
     cfg = run.cfg
     policy = run.base.eval()  # eval mode: the encoders' center crops, as deployed
     policy.config.meta.update({"finetune": str(run.dir.resolve()), "algo": "dppo"})
-    chain = Chain(policy, cfg.denoise_steps, cfg.finetune_steps, cfg.std)
+    chain = Chain(policy, cfg.denoise_steps, cfg.std)
     critic = mlp(policy.cond_dim, cfg.hidden, 1)
     value_norm = RunningMeanStd()
     counters = Counters()
@@ -263,11 +255,10 @@ def train(run: Run):
             decisions += own
         returns = torch.tensor([d["return"] for d in decisions])
         value_norm.update(returns)
-        first = chain.first_trained
         batch = {
             "windows": {k: torch.stack([d["window"][k] for d in decisions]) for k in base.keys},
             "chains": torch.stack([d["chain"] for d in decisions]),
-            "logps": torch.stack([d["logp"][first:] for d in decisions]),
+            "logps": torch.stack([d["logp"] for d in decisions]),
             "advantages": torch.tensor([d["advantage"] for d in decisions], dtype=torch.float32),
             "targets": ((returns - value_norm.mean) / value_norm.std).float(),
         }
