@@ -100,3 +100,33 @@ def test_classifier_learns_a_separable_labelling_and_serves_as_a_reward(tmp_path
     assert source.read({"state": np.array([-3, 0, -1, 0], np.float32)}) == (0.0, False, False)
     with pytest.raises(RobotrlError):
         fit_classifier({"state": x}, np.zeros(600, bool))
+
+
+def test_a_classifier_save_that_dies_leaves_the_old_one_and_out_is_checked(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from robotrl.rl.classifier import ClassifierConfig, load_classifier, train_classifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    model = fit_classifier({"state": x}, x[:, 0] > 0.5, steps=20)
+    save_classifier(model, tmp_path / "clf")
+    before = load_classifier(tmp_path / "clf").state_dict()
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # killed while writing the weights
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dies)
+    model.threshold = 0.9
+    with pytest.raises(KeyboardInterrupt):
+        save_classifier(model, tmp_path / "clf")
+    monkeypatch.undo()
+    kept = load_classifier(tmp_path / "clf")
+    assert kept.threshold == 0.5
+    assert all(torch.equal(kept.state_dict()[k], v) for k, v in before.items())
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(RobotrlError, match="holds other files"):
+        train_classifier(ClassifierConfig(data=str(tmp_path / "d"), out=str(tmp_path / "mine")))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

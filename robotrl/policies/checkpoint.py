@@ -51,16 +51,21 @@ def policy_classes(kind: str) -> tuple[type, type]:
 
 
 def save_policy(policy, path: str | Path, extra: dict | None = None) -> Path:
+    config = {"policy": policy.kind, "config": policy.config.to_dict(), **(extra or {})}
+    return write_checkpoint_dir(path, config, policy.state_dict())
+
+
+def write_checkpoint_dir(path: str | Path, config: dict, state: dict) -> Path:
+    """`path/config.json` and `path/model.safetensors`, written into a temporary directory
+    that then replaces `path`: a crash or kill leaves the old checkpoint or the new one."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    config = {"policy": policy.kind, "config": policy.config.to_dict(), **(extra or {})}
     (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().contiguous() for k, v in policy.state_dict().items()}
-    save_file(state, tmp / WEIGHTS)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, tmp / WEIGHTS)
     if path.exists():
         old = path.with_name(path.name + ".old")
         os.replace(path, old)

@@ -141,18 +141,17 @@ def accuracy(model: SuccessClassifier, features: dict, labels: np.ndarray) -> di
     }
 
 
-def save_classifier(model: SuccessClassifier, path: str | Path) -> Path:
-    from safetensors.torch import save_file
+RUN_FILES = {"config.json", "model.safetensors", "train_config.json"}  # what --out holds
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+
+def save_classifier(model: SuccessClassifier, path: str | Path) -> Path:
+    """The classifier as a checkpoint directory (config + safetensors), replaced whole: a
+    crash while saving leaves the previous classifier loadable."""
+    from robotrl.policies.checkpoint import write_checkpoint_dir
+
     config = {"kind": "success_classifier", "shapes": {k: list(s) for k, s in model.shapes.items()},
               "threshold": model.threshold, "encoder": model.encoder}  # fmt: skip
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, path / "model.safetensors"
-    )
-    return path
+    return write_checkpoint_dir(path, config, model.state_dict())
 
 
 def load_classifier(path: str | Path, threshold: float | None = None) -> SuccessClassifier:
@@ -206,6 +205,9 @@ def labelled_frames(
 def train_classifier(cfg: ClassifierConfig) -> dict:
     if not cfg.data:
         raise RobotrlError("--data is required: dataset(s) with success labels")
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - RUN_FILES):
+        raise RobotrlError(f"{out} holds other files: --out must be new or a classifier's")
     keys = [k for k in cfg.keys.split(",") if k] or None
     encoder = None
     if cfg.encoder:
