@@ -262,13 +262,26 @@ def test_a_loop_rate_the_env_does_not_step_at_is_refused():
 def test_forecast_plans_chunks_for_the_tick_they_land():
     """With a forecast, a chunk requested at tick r is planned for tick r + d (d: the measured
     latency in ticks), so arrivals find their first action current instead of dropping d."""
-    loop, _, requests = make_loop("receding", delay=0.05, steps=80, forecast=True)
+    delay_ms = 50.0
+    loop, _, requests = make_loop("receding", delay=delay_ms / 1e3, steps=80, forecast=True)
     loop.run(1)
     loop.close()
     records = loop.telemetry.records
     arrivals = [r for r in records if r.inference_ms is not None][1:]
     assert len(arrivals) >= 5
-    assert sum(r.source == "hold" for r in records) == 0
+    # A chunk is requested a tick into the one running, which has seven actions left: the robot
+    # holds only when a chunk takes over twice the injected latency, a stall of the machine
+    # (seen on a loaded CI machine) that no plan absorbs. Each hold must be such a stall.
+    stalled = 2 * delay_ms
+    for i, record in enumerate(records):
+        if record.source != "hold":
+            continue
+        after = next((r for r in records[i + 1 :] if r.source != "hold"), None)
+        if after is not None:  # (a hold that runs to the episode's end has no arrival to read)
+            assert after.inference_ms is not None and after.inference_ms > stalled, (
+                f"held at tick {record.tick} though the next chunk took {after.inference_ms} ms"
+            )
     # a chunk landing later than the latency estimate said drops a little; most drop nothing
-    assert sum(r.dropped == 0 for r in arrivals) >= 0.75 * len(arrivals)
+    timely = [r for r in arrivals if r.inference_ms <= stalled]
+    assert sum(r.dropped == 0 for r in timely) >= 0.75 * len(timely)
     assert all(r.window["observation.state"].shape[0] == 2 for r in requests)
