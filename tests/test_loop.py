@@ -182,14 +182,19 @@ def test_loop_lateness_with_a_policy_inferring_concurrently():
 
 
 def test_async_strategies_drop_stale_actions_and_rtc_freezes_what_ran():
-    # 50 ms inference at 50 Hz: each chunk lands in the third tick after its request
+    # 50 ms inference at 50 Hz: each chunk lands in the third tick after its request, normally
     loop, recorder, requests = make_loop("rtc", delay=0.05, steps=80)
     loop.run(1)
     loop.close()
     records = loop.telemetry.records
     assert_holds_only_wait_on_late_chunks(loop, 0.05)  # the queue runs dry only then
-    arrivals = [r for r in records if r.inference_ms is not None][1:]  # after the first wait
-    assert arrivals and all(r.dropped >= 2 for r in arrivals)  # their first actions had passed
+    # Each arrival drops exactly the actions whose ticks passed while it was computed: two or
+    # three at 50 ms, fewer when a loaded machine starts ticks late, never none.
+    arrivals = [r for r in records if r.inference_ms is not None]
+    assert len(arrivals) > 5
+    for record, request in zip(arrivals[1:], loop.worker.submitted[1:]):  # after the first wait
+        passed = min(record.tick - request.start_tick, loop.policy.config.horizon)
+        assert record.dropped == passed >= 1
     sent = np.stack([a for _, a in recorder.sent])
     with_prefix = [r for r in requests if r.prefix is not None]
     assert len(with_prefix) >= 5
