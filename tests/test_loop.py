@@ -145,8 +145,12 @@ def test_rate_keeper_keeps_the_period():
         late, _ = rate.wait()
         lateness.append(late)
         stamps.append(time.monotonic())
+    # Deadlines every period from the anchor, no drift. A tick that wakes a whole period late
+    # re-anchors (it skips rather than bursts): the periods ending in one are left out.
     periods = np.diff(stamps[1:])
-    assert np.mean(periods) == pytest.approx(1 / 200, rel=0.02)
+    kept = np.array(lateness[2:]) <= 1 / 200
+    assert kept.sum() >= 150
+    assert np.mean(periods[kept]) == pytest.approx(1 / 200, rel=0.02)
     # `robotrl bench loop` measures the real figures; here only what a loaded CI machine
     # still guarantees: most ticks on time, no stall. (Niced below two busy processes on two
     # cores, this machine measured p99 3-6 ms: the scheduler's time slices, not the loop.)
