@@ -275,8 +275,20 @@ def test_reconnect_loses_no_command_unreported(tmp_path):
                 gaps.append(info["command_gap"])
             return info
 
-        for _ in range(10):
-            assert not step()["held"]
+        def send(n):
+            """Step until `n` more actions went out. On a loaded machine a live driver's stream
+            can lag past its stale limit for a moment: a step held then must say what it waits
+            for (and the resume reports its own gap)."""
+            goal = len(sent) + n
+            for _ in range(4 * n):
+                info = step()
+                assert not info["held"] or info["waiting_for"], info
+                if len(sent) == goal:
+                    return
+            raise AssertionError(f"only {n - goal + len(sent)} of {n} actions went out")
+
+        send(10)
+        gaps.clear()
         os.killpg(procs[0].pid, signal.SIGKILL)
         for _ in range(10):
             info = step()
@@ -286,19 +298,22 @@ def test_reconnect_loses_no_command_unreported(tmp_path):
         procs.append(start_arm_process(logs[1]))
         deadline = time.monotonic() + CONNECT
         while not gaps and time.monotonic() < deadline:
+            resumed = len(sent)  # the step that reports the gap sends the first action after it
             step()
         assert gaps, "commands never resumed"
-        for _ in range(10):
-            assert not step()["held"]
+        send(10)
         time.sleep(0.2)  # let the last command land
         first, second = read_log(logs[0]), read_log(logs[1])
         # The second driver got hold commands (its own position) and then exactly what was
-        # sent after the gap, in order.
-        resumed = len(sent) - 11
+        # sent after the gap, in order; more hold commands only where a lagging stream held
+        # the env again (a gap of its own).
+        wanted = sent[resumed:]
         after = [v for v in second if not np.array_equal(v, home)]
-        assert len(after) == 11
-        for got, want in zip(after, sent[resumed:]):
-            np.testing.assert_array_equal(got, want)
+        got = [v for v in after if any(np.array_equal(v, w) for w in wanted)]
+        assert len(got) == len(wanted) == 11
+        for g, w in zip(got, wanted):
+            np.testing.assert_array_equal(g, w)
+        assert len(after) == len(got) or len(gaps) > 1
         # What went out before the gap reached the first driver, or is counted as unconfirmed
         # (never acknowledged). One more may be missing from its log: acknowledged (in the
         # driver's queue) but not yet handled when it was killed.
