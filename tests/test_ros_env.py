@@ -67,14 +67,20 @@ def test_observation_matches_the_sim_env(sim_node):
 
         up = np.zeros(env.robot.action.dim)
         up[2] = env.robot.action.high[2]  # +z at full speed for 10 ticks (0.5 s)
-        z0 = obs["state"][env.robot.state_names.index("ee.z")]
+        z = env.robot.state_names.index("ee.z")
+        z0 = obs["state"][z]
         t0 = time.monotonic()
         for _ in range(10):
             obs, reward, terminated, truncated, info = env.step(up)
         elapsed = time.monotonic() - t0
-        z1 = obs["state"][env.robot.state_names.index("ee.z")]
-        assert z1 - z0 > 0.05, "the arm should have risen"
         assert 0.45 < elapsed < 1.5, f"10 ticks at 20 Hz took {elapsed:.2f} s"
+        # 5 cm in those 10 ticks, idle; a loaded machine's sim node can lag real time (or a
+        # stale stream hold a step), so it gets 20 more ticks to get there
+        for _ in range(20):
+            if obs["state"][z] - z0 > 0.05:
+                break
+            obs, reward, terminated, truncated, info = env.step(up)
+        assert obs["state"][z] - z0 > 0.05, "the arm should have risen"
         assert set(info["obs_age"]) == {"joint_states", "environment_state"}
         assert not info["is_success"] and not terminated
     finally:
