@@ -23,6 +23,7 @@ from tests.dynamixel_bus import (
     ADDR_TORQUE_ENABLE,
     PING,
     SYNC_READ,
+    WRITE,
     Servo,
     ServoBus,
     crc16,
@@ -120,6 +121,16 @@ def test_bad_crc_reply_is_a_clear_error(bus):
         assert set(dxl.read_positions()) == {1, 2, 3}  # the next read is fine again
     finally:
         dxl.close()
+
+
+def test_a_reply_lost_at_connect_is_tried_again(bus):
+    """A lost ping reply and corrupt replies do not fail the connect: tried again."""
+    for servo, fault, replies, pings, writes in ((2, "drop", 1, 2, 1), (3, "corrupt", 2, 3, 1)):
+        getattr(bus, f"{fault}_replies")[servo] = replies
+        before = len(bus.instructions)
+        DynamixelBus(bus.path, (1, 2, 3)).close()
+        sent = bus.instructions[before:]
+        assert (sent.count((servo, PING)), sent.count((servo, WRITE))) == (pings, writes)
 
 
 def test_missing_servo_fails_at_connect(bus):

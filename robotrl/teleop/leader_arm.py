@@ -33,6 +33,7 @@ ADDR_TORQUE_ENABLE = 64
 ADDR_PRESENT_POSITION = 132
 LEN_PRESENT_POSITION = 4
 DEFAULT_BAUDRATE = 57600  # X-series factory default
+CONNECT_ATTEMPTS = 3  # per servo and transfer at connect
 
 
 class DynamixelBus:
@@ -52,11 +53,9 @@ class DynamixelBus:
         self._open()
         try:
             for sid in self.servo_ids:
-                _, result, _ = self.packets.ping(self.port, sid)
-                self._check(result, sid, "did not answer a ping")
+                self._check(self._retried(self._ping, sid), sid, "did not answer a ping")
                 # Moved by hand: make sure no servo holds its position.
-                result, _ = self.packets.write1ByteTxRx(self.port, sid, ADDR_TORQUE_ENABLE, 0)
-                self._check(result, sid, "did not accept torque off")
+                self._check(self._retried(self._torque_off, sid), sid, "did not accept torque off")
         except DeviceIOError:
             self.close()
             raise
@@ -86,6 +85,22 @@ class DynamixelBus:
                 f"baud rate {self.baudrate} is not supported by dynamixel_sdk: use one the "
                 f"servos are set to, e.g. 57600 or 1000000"
             )
+
+    def _ping(self, sid: int) -> int:
+        return self.packets.ping(self.port, sid)[1]
+
+    def _torque_off(self, sid: int) -> int:
+        return self.packets.write1ByteTxRx(self.port, sid, ADDR_TORQUE_ENABLE, 0)[0]
+
+    def _retried(self, transfer, sid: int) -> int:
+        """A connect-time transfer, tried again after a lost or corrupt reply: one packet lost
+        on a bus (or a reply later than the SDK's ~35 ms timeout) does not fail the connect; a
+        servo that is not there still fails within a few timeouts."""
+        for _ in range(CONNECT_ATTEMPTS - 1):
+            result = transfer(sid)
+            if result not in (self.sdk.COMM_RX_TIMEOUT, self.sdk.COMM_RX_CORRUPT):
+                return result
+        return transfer(sid)
 
     def _check(self, result: int, sid: int, what: str) -> None:
         if result == self.sdk.COMM_SUCCESS:
