@@ -161,7 +161,9 @@ def test_bench_loop_reports_lateness_per_rate(capsys):
     assert code == 0 and row["hz"] == 200 and row["ticks"] >= 199
     assert row["chunks"] >= 2  # a policy inferred concurrently
     assert set(row["lateness_ms"]) == {"n", "median", "p99", "max"}
-    assert row["lateness_ms"]["median"] < 0.5
+    # the figure itself is `robotrl bench loop` on an idle machine; here only that the loop kept
+    # time (median 0.86 ms seen with two busy loops and the test suite on two cores)
+    assert row["lateness_ms"]["median"] < 2.0
 
 
 def test_env_specs():
