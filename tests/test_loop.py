@@ -114,28 +114,39 @@ def hold_after_onset(loop, recorder) -> float:
 
 
 def assert_holds_only_wait_on_late_chunks(loop, delay_s: float) -> None:
-    """The queue may run dry only while a chunk is in flight that was requested more than its
-    expected latency (ceil(delay / DT) ticks) before: then the chunk was late (a loaded machine
-    stalls one now and then), not the request. A hold with nothing in flight, or with a chunk
-    requested too recently to have landed, is the plan's fault. Only the first tick of each
-    hold is judged: a late chunk's actions have passed when it lands, and the robot holds on
-    until a fresh one does."""
+    """The queue may run dry only because chunks were late: while a chunk is in flight that was
+    requested more than its expected latency (ceil(delay / DT) ticks) before (a loaded machine
+    stalls one now and then), or, forecasting, before a chunk that landed early for a start
+    planned further ahead than that (the latency estimate had measured late chunks). A hold
+    with nothing in flight, or with a chunk requested too recently to have landed, is the
+    plan's fault. Only the first tick of each hold is judged: a late chunk's actions have
+    passed when it lands, and the robot holds on until a fresh one does."""
     records, requests = loop.telemetry.records, loop.worker.submitted
     starts = np.array([loop.start_time + r.t for r in records])
     requested_at = [int(np.searchsorted(starts, q.submitted, side="right")) - 1 for q in requests]
     expected = math.ceil(delay_s / DT - 1e-9)
     arrived, holding = 0, False
     for record in records:
+        arrived += record.inference_ms is not None  # arrivals come in request order
         ran_dry = record.source == "hold" and not holding
         holding = record.source == "hold"
-        if ran_dry:
-            assert arrived < len(requests), f"held at tick {record.tick} with no chunk requested"
-            since = record.tick - requested_at[arrived]
-            assert since > expected, (
-                f"held at tick {record.tick} for a chunk requested {since} ticks before (one of "
-                f"{delay_s * 1e3:.0f} ms takes {expected}): the request came too late"
+        if not ran_dry:
+            continue
+        latest = arrived - 1  # the newest chunk that has landed
+        if requests[latest].start_tick > record.tick:  # landed before its planned start
+            planned = requests[latest].start_tick - requested_at[latest]
+            assert planned > expected, (
+                f"held at tick {record.tick} before a chunk planned {planned} ticks ahead"
             )
-        arrived += record.inference_ms is not None  # arrivals come in request order
+            continue
+        assert arrived < len(requests) and requested_at[arrived] < record.tick, (
+            f"held at tick {record.tick} with no chunk in flight"
+        )
+        since = record.tick - requested_at[arrived]
+        assert since > expected, (
+            f"held at tick {record.tick} for a chunk requested {since} ticks before (one of "
+            f"{delay_s * 1e3:.0f} ms takes {expected}): the request came too late"
+        )
 
 
 def test_rate_keeper_keeps_the_period():
