@@ -96,11 +96,11 @@ class DynamixelBus:
         """A connect-time transfer, tried again after a lost or corrupt reply: one packet lost
         on a bus (or a reply later than the SDK's ~35 ms timeout) does not fail the connect; a
         servo that is not there still fails within a few timeouts."""
-        for _ in range(CONNECT_ATTEMPTS - 1):
+        for _ in range(CONNECT_ATTEMPTS):
             result = transfer(sid)
             if result not in (self.sdk.COMM_RX_TIMEOUT, self.sdk.COMM_RX_CORRUPT):
-                return result
-        return transfer(sid)
+                break
+        return result
 
     def _check(self, result: int, sid: int, what: str) -> None:
         if result == self.sdk.COMM_SUCCESS:
